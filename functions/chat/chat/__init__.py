@@ -1,0 +1,1 @@
+"""The chat gateway: the public API. Validates, applies limits, and proxies to the runner."""

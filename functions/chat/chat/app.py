@@ -1,0 +1,123 @@
+"""Chat's ASGI app: ``POST /chat``, ``GET /healthz``, ``GET /readyz``, ``GET /openapi.json``.
+
+``app`` is built from the environment at import: one runner client per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+from servicekit.body import read_json_object
+from servicekit.disconnect import CancelOnDisconnect
+from servicekit.errors import InvalidRequest, ModelNotFound, NotReady, UpstreamError, exception_handlers
+from servicekit.generation import parse_generation_request
+from servicekit.requestid import RequestIdMiddleware, request_id_of
+from servicekit.streaming import STREAM_HEADERS, ChunkStream
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chat.openapi import openapi_document
+from chat.runner_client import RunnerClient
+from chat.settings import Settings
+from chat.streamformat import MEDIA_TYPES, relay, stream_format
+
+QUEUE_WAIT_HEADER = "X-Queue-Wait-Ms"
+
+
+def _queue_wait(headers: httpx.Headers) -> dict[str, str]:
+    value = headers.get(QUEUE_WAIT_HEADER)
+    return {QUEUE_WAIT_HEADER: value} if value is not None else {}
+
+
+class Chat:
+    """The endpoints, over one runner client."""
+
+    def __init__(self, settings: Settings, runner: RunnerClient) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.openapi = openapi_document(settings)
+
+    def _model(self, data: dict[str, Any]) -> str:
+        model = data.get("model", self.settings.default_model)
+        if not isinstance(model, str):
+            raise InvalidRequest("'model' must be a string.")
+        if model not in self.settings.allowed_models:
+            raise ModelNotFound(
+                f"Model '{model}' is not available here; allowed: {list(self.settings.allowed_models)}."
+            )
+        return model
+
+    async def chat(self, request: Request) -> Response:
+        data = await read_json_object(
+            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
+        )
+        generation = parse_generation_request(
+            data, max_prompt_chars=self.settings.max_prompt_chars, also_allowed=("model",)
+        )
+        model = self._model(data)
+        request_id = request_id_of(request.scope)
+        if not generation.get("stream", False):
+            reply, headers = await self.runner.run(model, generation, request_id)
+            return JSONResponse(reply, headers=_queue_wait(headers))
+
+        fmt = stream_format(request.headers.get("accept", ""))
+        # The runner's refusals (a full queue, an unknown model) surface here, before any byte
+        # is sent, so they keep their status codes.
+        async with AsyncExitStack() as stack:
+            lines, headers = await stack.enter_async_context(self.runner.stream(model, generation, request_id))
+            cleanup = stack.pop_all()
+        return ChunkStream(
+            relay(lines, fmt, request_id),
+            cleanup=cleanup,
+            media_type=MEDIA_TYPES[fmt],
+            headers={**STREAM_HEADERS, **_queue_wait(headers)},
+        )
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        try:
+            status, body = await self.runner.ready(request_id_of(request.scope))
+        except UpstreamError as exc:
+            raise NotReady(f"The runner is not ready: {exc.message}") from exc
+        if status != 200:
+            detail = body.get("error", {}).get("message", f"status {status}") if body else f"status {status}"
+            raise NotReady(f"The runner is not ready: {detail}")
+        return JSONResponse({"status": "ok", "runner": body})
+
+    async def openapi_json(self, request: Request) -> Response:
+        return JSONResponse(self.openapi)
+
+
+def create_app(settings: Settings, *, runner_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    runner = RunnerClient(settings.runner_url, timeout=settings.runner_timeout, transport=runner_transport)
+    chat = Chat(settings, runner)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await runner.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/chat", chat.chat, methods=["POST"]),
+            Route("/healthz", chat.healthz, methods=["GET"]),
+            Route("/readyz", chat.readyz, methods=["GET"]),
+            Route("/openapi.json", chat.openapi_json, methods=["GET"]),
+        ],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(CancelOnDisconnect)],
+        exception_handlers=dict(exception_handlers),
+        lifespan=lifespan,
+    )
+    app.state.chat = chat
+    return app
+
+
+app = create_app(Settings.from_env())

@@ -1,0 +1,217 @@
+"""The OpenAPI 3.1 document of chat's public API, built from the settings it enforces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servicekit.generation import MAX_MESSAGES, MAX_STOP_SEQUENCES, ROLES
+
+from chat.settings import Settings
+
+INT32 = {"type": "integer", "minimum": -(2**31) + 1, "maximum": 2**31 - 1}
+RATIO = {"type": "number", "minimum": 0, "maximum": 1000}
+ERROR_CODES = [
+    "invalid_json", "invalid_request", "body_too_large", "prompt_too_long", "body_read_timeout",
+    "model_not_found", "not_found", "method_not_allowed", "queue_full", "queue_timeout", "runner_busy",
+    "not_ready", "upstream_error", "upstream_unavailable", "upstream_timeout", "internal_error",
+]  # fmt: skip
+
+ERROR_STATUSES = {
+    "400": "The body is not JSON (`invalid_json`).",
+    "404": "The model is not allowed here or Ollama does not have it (`model_not_found`).",
+    "408": "The body did not arrive in time (`body_read_timeout`).",
+    "413": "The body or the prompt is too large (`body_too_large`, `prompt_too_long`).",
+    "422": "The body is JSON but not a valid request (`invalid_request`).",
+    "502": "The runner or Ollama failed or cannot be reached (`upstream_error`, `upstream_unavailable`).",
+    "503": "The one generation slot is busy for longer than the request may wait "
+    "(`queue_full`, `queue_timeout`, `runner_busy`); see `Retry-After`.",
+    "504": "Ollama or the runner went silent past its deadline (`upstream_timeout`).",
+}
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    text = {"type": "string", "minLength": 1, "maxLength": settings.max_prompt_chars, "pattern": "\\S"}
+    usage = {
+        "type": "object",
+        "required": ["prompt_tokens", "completion_tokens"],
+        "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}},
+    }
+    timings = {
+        "type": "object",
+        "required": ["queue_ms", "total_ms", "load_ms", "tokens_per_s"],
+        "properties": {
+            "queue_ms": {"type": "number", "description": "Time spent waiting for the generation slot."},
+            "total_ms": {"type": "number", "description": "Ollama's total_duration."},
+            "load_ms": {"type": "number", "description": "Ollama's load_duration."},
+            "tokens_per_s": {"type": ["number", "null"]},
+        },
+    }
+    return {
+        "ChatMessage": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["role", "content"],
+            "properties": {"role": {"enum": sorted(ROLES)}, "content": {"type": "string"}},
+        },
+        "Options": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Ollama options passed through; any other option is refused.",
+            "properties": {
+                "temperature": RATIO,
+                "top_p": RATIO,
+                "repeat_penalty": RATIO,
+                "top_k": INT32,
+                "seed": INT32,
+                "num_predict": INT32,
+                "num_ctx": {**INT32, "minimum": 1},
+                "stop": {
+                    "type": "array",
+                    "maxItems": MAX_STOP_SEQUENCES,
+                    "items": {"type": "string", "minLength": 1},
+                },
+            },
+        },
+        "ChatRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Exactly one of `prompt` and `messages`. The whole text (prompt or message "
+            f"contents, plus system) may hold at most {settings.max_prompt_chars} characters.",
+            "oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
+            "properties": {
+                "prompt": text,
+                "messages": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_MESSAGES,
+                    "items": {"$ref": "#/components/schemas/ChatMessage"},
+                },
+                "model": {"enum": list(settings.allowed_models), "default": settings.default_model},
+                "system": {"type": "string", "maxLength": settings.max_prompt_chars},
+                "options": {"$ref": "#/components/schemas/Options"},
+                "stream": {"type": "boolean", "default": False},
+                "keep_alive": {"type": ["string", "number"], "maxLength": 32},
+            },
+        },
+        "ChatResponse": {
+            "type": "object",
+            "required": ["response", "model", "done_reason", "usage", "timings"],
+            "properties": {
+                "response": {"type": "string"},
+                "model": {"type": "string"},
+                "done_reason": {"type": "string"},
+                "usage": usage,
+                "timings": timings,
+            },
+        },
+        "StreamLine": {
+            "description": "One line of a stream: a chunk, the final summary, or an error that ends it.",
+            "oneOf": [
+                {"type": "object", "required": ["response"], "properties": {"response": {"type": "string"}}},
+                {
+                    "type": "object",
+                    "required": ["done", "done_reason", "usage", "timings"],
+                    "properties": {
+                        "done": {"const": True},
+                        "done_reason": {"type": "string"},
+                        "usage": usage,
+                        "timings": timings,
+                    },
+                },
+                {"$ref": "#/components/schemas/Error"},
+            ],
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "request_id"],
+                    "properties": {
+                        "code": {"enum": ERROR_CODES},
+                        "message": {"type": "string"},
+                        "request_id": {"type": "string"},
+                        "retry_after_s": {"type": "integer", "minimum": 1},
+                        "queue_depth": {"type": "integer", "minimum": 0},
+                    },
+                }
+            },
+        },
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    request_id = {"X-Request-ID": {"schema": {"type": "string"}, "description": "Echoed or generated."}}
+    chat_errors = {status: _error(text) for status, text in ERROR_STATUSES.items()}
+    chat_errors["503"]["headers"] = {
+        "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "Whole seconds."}
+    }
+    health = {
+        "200": {
+            "description": "Ready.",
+            "content": {"application/json": {"schema": {"type": "object", "required": ["status"]}}},
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "serverless-ollama-chat",
+            "version": "1.0.0",
+            "description": "A chat endpoint in front of Ollama that runs one generation at a time.",
+        },
+        "paths": {
+            "/chat": {
+                "post": {
+                    "operationId": "chat",
+                    "summary": "Generate a reply (whole, or streamed with `stream: true`).",
+                    "parameters": [
+                        {
+                            "name": "X-Request-ID",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 128},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The reply; streamed as NDJSON, or as Server-Sent Events when the "
+                            "request accepts `text/event-stream`.",
+                            "headers": {
+                                **request_id,
+                                "X-Queue-Wait-Ms": {"schema": {"type": "string"}},
+                            },
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/ChatResponse"}},
+                                "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/StreamLine"}},
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **chat_errors,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {"operationId": "healthz", "summary": "Liveness (no upstream call).", "responses": health}
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Readiness: the runner and Ollama answer.",
+                    "responses": {**health, "503": _error("The runner or Ollama is not ready (`not_ready`).")},
+                }
+            },
+        },
+        "components": {"schemas": _schemas(settings)},
+    }

@@ -1,0 +1,118 @@
+"""Chat's client for the runner: one ``httpx.AsyncClient`` per process, errors translated here, once.
+
+Everything chat knows about reaching the runner is in this module, so the transport can change
+(an ``httpx`` transport for tests, the Lambda invoke transport on AWS) without touching the app.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+from urllib.parse import quote
+
+import httpx
+from servicekit.generation import GenerationRequest
+
+from chat.errors import RELAYED_HEADERS, RunnerRefused, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+
+
+def _translate(exc: httpx.HTTPError) -> UpstreamError:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return UpstreamUnavailable("The runner cannot be reached.")
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout("The runner did not answer in time.")
+    return UpstreamError(f"The connection to the runner failed: {type(exc).__name__}.")
+
+
+def _refusal(response: httpx.Response, body: bytes) -> RunnerRefused | UpstreamError:
+    """The runner's error envelope as an exception; anything else is an upstream error."""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        headers = {name: response.headers[name] for name in RELAYED_HEADERS if name in response.headers}
+        return RunnerRefused(response.status_code, cast(dict[str, Any], data["error"]), headers)
+    return UpstreamError(f"The runner failed with status {response.status_code}.")
+
+
+class RunnerClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: httpx.Timeout,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @staticmethod
+    def _path(model: str) -> str:
+        return "/v1/run/" + quote(model, safe=":/")
+
+    async def run(self, model: str, body: GenerationRequest, request_id: str) -> tuple[dict[str, Any], httpx.Headers]:
+        """A whole generation: the runner's reply and headers, or the runner's error raised."""
+        try:
+            response = await self._http.post(self._path(model), json=body, headers={"X-Request-ID": request_id})
+        except httpx.HTTPError as exc:
+            raise _translate(exc) from exc
+        if response.status_code != 200:
+            raise _refusal(response, response.content)
+        try:
+            reply = response.json()
+        except ValueError:
+            raise UpstreamError("The runner answered with something that is not JSON.") from None
+        if not isinstance(reply, dict):
+            raise UpstreamError("The runner answered with something that is not a JSON object.")
+        return reply, response.headers
+
+    @asynccontextmanager
+    async def stream(
+        self, model: str, body: GenerationRequest, request_id: str
+    ) -> AsyncIterator[tuple[AsyncIterator[str], httpx.Headers]]:
+        """Open a streamed generation: NDJSON lines as the runner sends them, and its headers.
+
+        The status is checked before the caller sees a line; leaving the ``async with`` closes
+        the runner request (and so the runner's request to Ollama).
+        """
+        try:
+            async with self._http.stream(
+                "POST", self._path(model), json=body, headers={"X-Request-ID": request_id}
+            ) as response:
+                if response.status_code != 200:
+                    raise _refusal(response, await response.aread())
+                yield self._lines(response), response.headers
+        except httpx.HTTPError as exc:
+            raise _translate(exc) from exc
+
+    @staticmethod
+    async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+        try:
+            async for line in response.aiter_lines():
+                if line:
+                    yield line
+        except httpx.HTTPError as exc:
+            raise _translate(exc) from exc
+
+    async def ready(self, request_id: str) -> tuple[int, dict[str, Any]]:
+        """The runner's /readyz status and body."""
+        try:
+            response = await self._http.get("/readyz", headers={"X-Request-ID": request_id}, timeout=5.0)
+        except httpx.HTTPError as exc:
+            raise _translate(exc) from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        return response.status_code, data if isinstance(data, dict) else {}

@@ -1,0 +1,65 @@
+"""Chat's configuration, read from the environment once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+from servicekit.config import ConfigError, env_float, env_int, env_list, env_str, env_url
+
+DEFAULT_RUNNER_URL = "http://127.0.0.1:8080"
+DEFAULT_MODEL = "tinyllama"
+DEFAULT_MAX_PROMPT_CHARS = 16_000
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+DEFAULT_BODY_READ_TIMEOUT_S = 10.0
+# The runner may queue a request for QUEUE_TIMEOUT_S (300) and then wait OLLAMA_TIMEOUT_S (600)
+# for Ollama; chat waits longer than both together so the runner's own, more precise error
+# (503 queue_timeout, 504 upstream_timeout) reaches the client instead of chat's.
+DEFAULT_RUNNER_TIMEOUT_S = 960.0
+DEFAULT_RUNNER_CONNECT_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    runner_url: str = DEFAULT_RUNNER_URL
+    default_model: str = DEFAULT_MODEL
+    allowed_models: tuple[str, ...] = (DEFAULT_MODEL,)
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_read_timeout_s: float = DEFAULT_BODY_READ_TIMEOUT_S
+    runner_timeout_s: float = DEFAULT_RUNNER_TIMEOUT_S
+    runner_connect_timeout_s: float = DEFAULT_RUNNER_CONNECT_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if self.default_model not in self.allowed_models:
+            raise ConfigError(
+                f"DEFAULT_MODEL {self.default_model!r} must be one of ALLOWED_MODELS {list(self.allowed_models)}"
+            )
+
+    @property
+    def runner_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=self.runner_connect_timeout_s,
+            read=self.runner_timeout_s,
+            write=self.runner_connect_timeout_s * 10,
+            pool=self.runner_connect_timeout_s * 10,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        default_model = env_str(env, "DEFAULT_MODEL", DEFAULT_MODEL)
+        return cls(
+            runner_url=env_url(env, "RUNNER_URL", DEFAULT_RUNNER_URL),
+            default_model=default_model,
+            allowed_models=env_list(env, "ALLOWED_MODELS", (default_model,)),
+            max_prompt_chars=env_int(env, "MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS, minimum=1),
+            max_body_bytes=env_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
+            body_read_timeout_s=env_float(env, "BODY_READ_TIMEOUT_S", DEFAULT_BODY_READ_TIMEOUT_S, minimum=0.001),
+            runner_timeout_s=env_float(env, "RUNNER_TIMEOUT_S", DEFAULT_RUNNER_TIMEOUT_S, minimum=0.001),
+            runner_connect_timeout_s=env_float(
+                env, "RUNNER_CONNECT_TIMEOUT_S", DEFAULT_RUNNER_CONNECT_TIMEOUT_S, minimum=0.001
+            ),
+        )

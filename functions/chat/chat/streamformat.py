@@ -1,0 +1,49 @@
+"""The two stream formats chat offers: NDJSON (the runner's lines as they are) and Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Literal
+
+from servicekit.errors import ServiceError, UpstreamError, error_envelope
+
+StreamFormat = Literal["ndjson", "sse"]
+MEDIA_TYPES: dict[StreamFormat, str] = {"ndjson": "application/x-ndjson", "sse": "text/event-stream"}
+
+
+def stream_format(accept: str) -> StreamFormat:
+    return "sse" if "text/event-stream" in accept.lower() else "ndjson"
+
+
+def _event_name(data: Any) -> str | None:
+    if isinstance(data, dict):
+        if data.get("done") is True:
+            return "done"
+        if "error" in data:
+            return "error"
+    return None
+
+
+def encode(line: str, data: Any, fmt: StreamFormat) -> bytes:
+    if fmt == "ndjson":
+        return line.encode() + b"\n"
+    event = _event_name(data)
+    return (f"event: {event}\n" if event else "").encode() + f"data: {line}\n\n".encode()
+
+
+async def relay(lines: AsyncIterator[str], fmt: StreamFormat, request_id: str) -> AsyncGenerator[bytes, None]:
+    """Forward each line as soon as it arrives; a failure mid-stream becomes the last line."""
+    try:
+        async for line in lines:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                raise UpstreamError("The runner sent a line that is not JSON.") from None
+            yield encode(line, data, fmt)
+            if _event_name(data):
+                return
+        raise UpstreamError("The runner ended the stream before the generation was done.")
+    except ServiceError as exc:
+        envelope = error_envelope(exc, request_id)
+        yield encode(json.dumps(envelope, separators=(",", ":")), envelope, fmt)

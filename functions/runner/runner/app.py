@@ -1,0 +1,158 @@
+"""The runner's ASGI app: ``POST /v1/run/{model}``, ``GET /healthz``, ``GET /readyz``.
+
+``app`` is built from the environment at import: one Ollama client and one slot per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+from servicekit.body import read_json_object
+from servicekit.disconnect import CancelOnDisconnect
+from servicekit.errors import NotReady, ServiceError, UpstreamError, error_envelope, exception_handlers
+from servicekit.generation import parse_generation_request
+from servicekit.requestid import RequestIdMiddleware, request_id_of
+from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Scope
+
+from runner.hostlock import FileHostLock, HostLock
+from runner.ollama import OllamaClient
+from runner.settings import Settings
+from runner.slot import GenerationSlot
+from runner.wire import OllamaChunk, RunReply, chunk_text, done_of, ollama_request, timings_of, usage_of
+
+# Under Lambda, stop waiting for the slot this long before the invocation would be killed.
+LAMBDA_DEADLINE_MARGIN_S = 1.0
+
+
+def queue_timeout_s(settings: Settings, scope: Scope) -> float:
+    """QUEUE_TIMEOUT_S, but never past the Lambda invocation's remaining time."""
+    context = scope.get("aws.context")
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining_ms is None:
+        return settings.queue_timeout_s
+    remaining_s = float(remaining_ms()) / 1000
+    return max(0.0, min(settings.queue_timeout_s, remaining_s - LAMBDA_DEADLINE_MARGIN_S))
+
+
+class Runner:
+    """The endpoints, over one Ollama client and one slot."""
+
+    def __init__(self, settings: Settings, ollama: OllamaClient, slot: GenerationSlot) -> None:
+        self.settings = settings
+        self.ollama = ollama
+        self.slot = slot
+
+    async def run(self, request: Request) -> Response:
+        model = request.path_params["model"]
+        data = await read_json_object(
+            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
+        )
+        generation = parse_generation_request(data, max_prompt_chars=self.settings.max_prompt_chars)
+        stream = generation.get("stream", False)
+        endpoint, body = ollama_request(model, generation, stream=stream)
+        timeout_s = queue_timeout_s(self.settings, request.scope)
+        if not stream:
+            async with self.slot.hold(timeout_s) as ticket:
+                final = await self.ollama.generate(endpoint, body)
+            reply: RunReply = {
+                "model": model,
+                "response": chunk_text(final),
+                "done_reason": final.get("done_reason", "stop"),
+                "usage": usage_of(final),
+                "timings": timings_of(final, ticket.queue_ms),
+            }
+            return JSONResponse(reply, headers={"X-Queue-Wait-Ms": f"{ticket.queue_ms:.1f}"})
+
+        # Streaming: take the slot and open Ollama's stream *before* answering, so a full
+        # queue or an unknown model is still a proper status; both stay open until the
+        # stream ends, and ChunkStream closes them whatever happens.
+        async with AsyncExitStack() as stack:
+            ticket = await stack.enter_async_context(self.slot.hold(timeout_s))
+            chunks = await stack.enter_async_context(self.ollama.stream(endpoint, body))
+            cleanup = stack.pop_all()
+        lines = self._stream_lines(chunks, ticket.queue_ms, request_id_of(request.scope))
+        return ChunkStream(
+            lines,
+            cleanup=cleanup,
+            media_type="application/x-ndjson",
+            headers={**STREAM_HEADERS, "X-Queue-Wait-Ms": f"{ticket.queue_ms:.1f}"},
+        )
+
+    @staticmethod
+    async def _stream_lines(
+        chunks: AsyncIterator[OllamaChunk], queue_ms: float, request_id: str
+    ) -> AsyncGenerator[bytes, None]:
+        try:
+            async for chunk in chunks:
+                if chunk.get("done"):
+                    yield json_line(done_of(chunk, queue_ms))
+                    return
+                text = chunk_text(chunk)
+                if text:
+                    yield json_line({"response": text})
+            raise UpstreamError("Ollama ended the stream before the generation was done.")
+        except ServiceError as exc:
+            # The status line is long gone: the error is the stream's last line.
+            yield json_line(error_envelope(exc, request_id))
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        try:
+            version = await self.ollama.version()
+        except UpstreamError as exc:
+            raise NotReady(f"Ollama is not ready: {exc.message}") from exc
+        return JSONResponse(
+            {
+                "status": "ok",
+                "ollama_version": version,
+                "queue_depth": self.slot.queue_depth,
+                "busy": self.slot.busy,
+            }
+        )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    ollama_transport: httpx.AsyncBaseTransport | None = None,
+    host_lock: HostLock | None = None,
+) -> Starlette:
+    ollama = OllamaClient(settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport)
+    slot = GenerationSlot(
+        host_lock or FileHostLock(settings.lock_path),
+        max_queue=settings.max_queue,
+        poll_interval_s=settings.lock_poll_interval_s,
+        generation_estimate_s=settings.generation_estimate_s,
+    )
+    runner = Runner(settings, ollama, slot)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await ollama.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/run/{model:path}", runner.run, methods=["POST"]),
+            Route("/healthz", runner.healthz, methods=["GET"]),
+            Route("/readyz", runner.readyz, methods=["GET"]),
+        ],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(CancelOnDisconnect)],
+        exception_handlers=dict(exception_handlers),
+        lifespan=lifespan,
+    )
+    app.state.runner = runner
+    return app
+
+
+app = create_app(Settings.from_env())

@@ -1,0 +1,47 @@
+"""The runner's errors: the shared tree (see :mod:`servicekit.errors`) plus its two queue refusals.
+
+::
+
+    ServiceError
+    ├── ClientError ...            (shared: invalid_json, invalid_request, model_not_found, ...)
+    ├── Busy                       503 + Retry-After
+    │   ├── QueueFull              503 queue_full     — MAX_QUEUE waiters already in this process
+    │   └── QueueTimeout           503 queue_timeout  — no slot within QUEUE_TIMEOUT_S
+    └── UpstreamError              502 upstream_error (Ollama's own message)
+        ├── UpstreamUnavailable    502 upstream_unavailable — Ollama cannot be reached
+        └── UpstreamTimeout        504 upstream_timeout     — Ollama went silent past OLLAMA_TIMEOUT_S
+"""
+
+from __future__ import annotations
+
+from servicekit.errors import (
+    Busy,
+    ClientError,
+    InvalidRequest,
+    ModelNotFound,
+    ServiceError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+__all__ = [
+    "Busy",
+    "ClientError",
+    "InvalidRequest",
+    "ModelNotFound",
+    "QueueFull",
+    "QueueTimeout",
+    "ServiceError",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]
+
+
+class QueueFull(Busy):
+    code = "queue_full"
+
+
+class QueueTimeout(Busy):
+    code = "queue_timeout"

@@ -1,0 +1,117 @@
+"""The runner's Ollama client: one ``httpx.AsyncClient`` per process; httpx errors are translated here, once.
+
+The transport is the test seam: pass ``httpx.ASGITransport(fake_ollama)`` to talk to an app
+in-process instead of a socket.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import httpx
+
+from runner.errors import ModelNotFound, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from runner.wire import OllamaChunk, OllamaEndpoint, OllamaRequest
+
+
+def _translate(exc: httpx.HTTPError, base_url: str) -> UpstreamError:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return UpstreamUnavailable(f"Ollama at {base_url} cannot be reached.")
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout("Ollama did not answer in time.")
+    return UpstreamError(f"The connection to Ollama failed: {type(exc).__name__}.")
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return cast(str, data["error"])
+    return body.decode("utf-8", "replace")[:500] or "no message"
+
+
+def _raise_for_status(response: httpx.Response, body: bytes, model: str) -> None:
+    if response.status_code == 404:
+        raise ModelNotFound(f"Ollama does not have model '{model}': {_error_message(body)}")
+    if response.status_code >= 400:
+        raise UpstreamError(f"Ollama answered {response.status_code}: {_error_message(body)}")
+
+
+def _parse_chunk(line: bytes | str) -> OllamaChunk:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        raise UpstreamError("Ollama sent a line that is not JSON.") from None
+    if not isinstance(data, dict):
+        raise UpstreamError("Ollama sent a line that is not a JSON object.")
+    if isinstance(data.get("error"), str):
+        raise UpstreamError(f"Ollama reported an error: {data['error']}")
+    return cast(OllamaChunk, data)
+
+
+class OllamaClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: httpx.Timeout,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            # Ollama is ours and local: no proxies from the environment, no redirects.
+            trust_env=False,
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def version(self) -> str:
+        """Ollama's version; raises :class:`UpstreamError` when it does not answer properly."""
+        try:
+            response = await self._http.get("/api/version", timeout=httpx.Timeout(2.0))
+        except httpx.HTTPError as exc:
+            raise _translate(exc, self.base_url) from exc
+        _raise_for_status(response, response.content, "")
+        data: Any = response.json() if response.content else {}
+        return str(data.get("version", "unknown")) if isinstance(data, dict) else "unknown"
+
+    async def generate(self, endpoint: OllamaEndpoint, body: OllamaRequest) -> OllamaChunk:
+        """A whole, non-streamed generation."""
+        try:
+            response = await self._http.post(f"/api/{endpoint}", json=body)
+        except httpx.HTTPError as exc:
+            raise _translate(exc, self.base_url) from exc
+        _raise_for_status(response, response.content, body["model"])
+        return _parse_chunk(response.content)
+
+    @asynccontextmanager
+    async def stream(self, endpoint: OllamaEndpoint, body: OllamaRequest) -> AsyncIterator[AsyncIterator[OllamaChunk]]:
+        """Open a streamed generation; its status is checked before the caller sees a chunk.
+
+        Leaving the ``async with`` closes the connection to Ollama, which stops the generation.
+        """
+        try:
+            async with self._http.stream("POST", f"/api/{endpoint}", json=body) as response:
+                if response.status_code >= 400:
+                    _raise_for_status(response, await response.aread(), body["model"])
+                yield self._chunks(response)
+        except httpx.HTTPError as exc:
+            raise _translate(exc, self.base_url) from exc
+
+    async def _chunks(self, response: httpx.Response) -> AsyncIterator[OllamaChunk]:
+        try:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield _parse_chunk(line)
+        except httpx.HTTPError as exc:
+            raise _translate(exc, self.base_url) from exc

@@ -1,0 +1,105 @@
+"""The runner's configuration, read from the environment once."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+from servicekit.config import ConfigError, env_float, env_int, env_str
+
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+DEFAULT_LOCK_PATH = "/tmp/ollama-runner.lock"
+DEFAULT_MAX_QUEUE = 64
+DEFAULT_QUEUE_TIMEOUT_S = 300.0
+DEFAULT_OLLAMA_TIMEOUT_S = 600.0
+# Connection refused is immediate; this bounds a host that drops packets, so an unreachable
+# Ollama answers 502 in about a second instead of hanging.
+DEFAULT_OLLAMA_CONNECT_TIMEOUT_S = 1.0
+DEFAULT_LOCK_POLL_INTERVAL_S = 0.001
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+DEFAULT_BODY_READ_TIMEOUT_S = 10.0
+DEFAULT_MAX_PROMPT_CHARS = 16_000
+DEFAULT_GENERATION_ESTIMATE_S = 5.0
+
+
+def parse_ollama_host(value: str) -> str:
+    """Turn ``OLLAMA_HOST`` into a base URL, accepting what the Ollama CLI accepts.
+
+    ``host``, ``host:port``, ``:port``, ``[::1]:port`` and ``http(s)://host[:port][/path]``; no
+    scheme means http, no port means 11434 (80/443 when a scheme is given), no host means
+    127.0.0.1. ``0.0.0.0`` (a bind address) is reached as 127.0.0.1.
+    """
+    text = value.strip()
+    default_port = 11434
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "http", text
+    elif scheme in ("http", "https"):
+        default_port = 80 if scheme == "http" else 443
+    else:
+        raise ConfigError(f"OLLAMA_HOST must use http or https, got {value!r}")
+    parts = urlsplit(f"{scheme}://{rest}")
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ConfigError(f"OLLAMA_HOST has an invalid port: {value!r}") from None
+    host = parts.hostname or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass
+    path = parts.path.rstrip("/")
+    return f"{scheme}://{host}:{port}{path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    ollama_url: str = DEFAULT_OLLAMA_HOST
+    lock_path: str = DEFAULT_LOCK_PATH
+    max_queue: int = DEFAULT_MAX_QUEUE
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
+    ollama_timeout_s: float = DEFAULT_OLLAMA_TIMEOUT_S
+    ollama_connect_timeout_s: float = DEFAULT_OLLAMA_CONNECT_TIMEOUT_S
+    lock_poll_interval_s: float = DEFAULT_LOCK_POLL_INTERVAL_S
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_read_timeout_s: float = DEFAULT_BODY_READ_TIMEOUT_S
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
+    generation_estimate_s: float = DEFAULT_GENERATION_ESTIMATE_S
+
+    @property
+    def ollama_timeout(self) -> httpx.Timeout:
+        # read: the longest silence we accept from Ollama (a whole non-streamed generation, or
+        # the gap between two streamed chunks). pool: only one generation runs at a time, so a
+        # pooled connection is always free; waiting for one means something is wrong.
+        return httpx.Timeout(
+            connect=self.ollama_connect_timeout_s,
+            read=self.ollama_timeout_s,
+            write=self.ollama_connect_timeout_s * 10,
+            pool=self.ollama_connect_timeout_s * 10,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            ollama_url=parse_ollama_host(env_str(env, "OLLAMA_HOST", DEFAULT_OLLAMA_HOST)),
+            lock_path=env_str(env, "LOCK_PATH", DEFAULT_LOCK_PATH),
+            max_queue=env_int(env, "MAX_QUEUE", DEFAULT_MAX_QUEUE),
+            queue_timeout_s=env_float(env, "QUEUE_TIMEOUT_S", DEFAULT_QUEUE_TIMEOUT_S),
+            ollama_timeout_s=env_float(env, "OLLAMA_TIMEOUT_S", DEFAULT_OLLAMA_TIMEOUT_S, minimum=0.001),
+            ollama_connect_timeout_s=env_float(
+                env, "OLLAMA_CONNECT_TIMEOUT_S", DEFAULT_OLLAMA_CONNECT_TIMEOUT_S, minimum=0.001
+            ),
+            lock_poll_interval_s=env_float(env, "LOCK_POLL_INTERVAL_S", DEFAULT_LOCK_POLL_INTERVAL_S, minimum=0.0001),
+            max_body_bytes=env_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
+            body_read_timeout_s=env_float(env, "BODY_READ_TIMEOUT_S", DEFAULT_BODY_READ_TIMEOUT_S, minimum=0.001),
+            max_prompt_chars=env_int(env, "MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS, minimum=1),
+            generation_estimate_s=env_float(env, "GENERATION_ESTIMATE_S", DEFAULT_GENERATION_ESTIMATE_S, minimum=0.001),
+        )

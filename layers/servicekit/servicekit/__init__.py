@@ -1,0 +1,10 @@
+"""Small pieces both functions need, shipped with each of them (a SAM layer, a COPY in the Dockerfiles).
+
+- :mod:`servicekit.errors` — the exception tree and the one JSON error envelope.
+- :mod:`servicekit.config` — reading environment variables once, failing fast by name.
+- :mod:`servicekit.requestid` — ``X-Request-ID`` propagation.
+- :mod:`servicekit.disconnect` — cancel a request's work when its client goes away.
+- :mod:`servicekit.body` — bounded body reading and JSON decoding.
+- :mod:`servicekit.generation` — the generation request both services accept, validated.
+- :mod:`servicekit.streaming` — streamed responses whose cleanup always runs.
+"""

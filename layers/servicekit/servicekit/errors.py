@@ -1,0 +1,203 @@
+"""The exception tree shared by both services, and its one mapping to HTTP.
+
+::
+
+    ServiceError                      500 internal_error
+    ├── ClientError                   4xx: the request is wrong; retrying it unchanged will fail again
+    │   ├── InvalidJSON               400 invalid_json
+    │   ├── InvalidRequest            422 invalid_request
+    │   ├── BodyTooLarge              413 body_too_large
+    │   ├── PromptTooLong             413 prompt_too_long
+    │   ├── BodyReadTimeout           408 body_read_timeout
+    │   ├── ModelNotFound             404 model_not_found
+    │   ├── RouteNotFound             404 not_found
+    │   └── MethodNotAllowed          405 method_not_allowed
+    ├── Busy                          503 + Retry-After: come back later
+    │   (runner: QueueFull, QueueTimeout; chat: RunnerBusy)
+    ├── NotReady                      503 not_ready: a readiness probe failed
+    └── UpstreamError                 502 upstream_error: what we call failed
+        ├── UpstreamUnavailable       502 upstream_unavailable
+        └── UpstreamTimeout           504 upstream_timeout
+
+Endpoints raise; :data:`exception_handlers` (installed in each ``create_app``) is the only place
+that turns an exception into a response. Mapping is by type, never by message text.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any, NotRequired, TypedDict
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from servicekit.requestid import request_id_of
+
+logger = logging.getLogger("servicekit.errors")
+
+
+class ErrorBody(TypedDict):
+    code: str
+    message: str
+    request_id: str
+    retry_after_s: NotRequired[int]
+    queue_depth: NotRequired[int]
+
+
+class ErrorEnvelope(TypedDict):
+    error: ErrorBody
+
+
+class ServiceError(Exception):
+    """Base of every error a service answers with; subclasses set ``status`` and ``code``."""
+
+    # Class attributes, so each subclass states its mapping; an instance may override them
+    # (chat relays the runner's own status and code unchanged).
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def extra(self) -> dict[str, Any]:
+        """Fields added to the error body beside code, message and request_id."""
+        return {}
+
+
+class ClientError(ServiceError):
+    status = 400
+    code = "bad_request"
+
+
+class InvalidJSON(ClientError):
+    status = 400
+    code = "invalid_json"
+
+
+class InvalidRequest(ClientError):
+    status = 422
+    code = "invalid_request"
+
+
+class BodyTooLarge(ClientError):
+    status = 413
+    code = "body_too_large"
+
+
+class PromptTooLong(ClientError):
+    status = 413
+    code = "prompt_too_long"
+
+
+class BodyReadTimeout(ClientError):
+    status = 408
+    code = "body_read_timeout"
+
+
+class ModelNotFound(ClientError):
+    status = 404
+    code = "model_not_found"
+
+
+class RouteNotFound(ClientError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class Busy(ServiceError):
+    """The one slot is taken for longer than this request may wait: retry after ``retry_after_s``."""
+
+    status = 503
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after_s: float, queue_depth: int | None = None) -> None:
+        super().__init__(message)
+        # Retry-After is whole seconds; never tell a client to retry at once.
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        self.queue_depth = queue_depth
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+    def extra(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"retry_after_s": self.retry_after_s}
+        if self.queue_depth is not None:
+            fields["queue_depth"] = self.queue_depth
+        return fields
+
+
+class NotReady(ServiceError):
+    status = 503
+    code = "not_ready"
+
+
+class UpstreamError(ServiceError):
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 502
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+def error_envelope(error: ServiceError, request_id: str) -> ErrorEnvelope:
+    body: dict[str, Any] = {"code": error.code, "message": error.message, "request_id": request_id}
+    body.update(error.extra())
+    return {"error": body}  # type: ignore[typeddict-item]
+
+
+def error_response(error: ServiceError, request_id: str) -> JSONResponse:
+    headers = {"X-Request-ID": request_id, **error.headers()}
+    return JSONResponse(error_envelope(error, request_id), status_code=error.status, headers=headers)
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return error_response(exc, request_id_of(request.scope))
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    # Starlette raises these for unknown routes and wrong methods.
+    assert isinstance(exc, HTTPException)
+    error: ServiceError
+    if exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
+        response = error_response(error, request_id_of(request.scope))
+        response.headers.update(exc.headers or {})
+        return response
+    if exc.status_code == 404:
+        error = RouteNotFound(f"There is no route {request.url.path}.")
+    else:
+        error = ClientError(str(exc.detail))
+    return error_response(error, request_id_of(request.scope))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log, never to the client.
+    logger.error("unhandled error", exc_info=exc)
+    return error_response(ServiceError("An internal error occurred."), request_id_of(request.scope))
+
+
+exception_handlers: Mapping[Any, Any] = {
+    ServiceError: _service_error,
+    HTTPException: _http_exception,
+    Exception: _unexpected,
+}

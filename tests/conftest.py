@@ -1,0 +1,68 @@
+"""Shared fixtures: the real apps chained in-process, with only Ollama faked."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from chat.app import create_app as create_chat_app
+from chat.settings import Settings as ChatSettings
+from runner.app import create_app as create_runner_app
+from runner.settings import Settings as RunnerSettings
+from starlette.applications import Starlette
+
+from tests.fake_ollama import FakeOllama
+
+
+@pytest.fixture
+def fake() -> FakeOllama:
+    return FakeOllama()
+
+
+@pytest.fixture
+def runner_settings(tmp_path: Path) -> RunnerSettings:
+    return RunnerSettings(lock_path=str(tmp_path / "runner.lock"), ollama_url="http://ollama.test")
+
+
+@pytest.fixture
+def chat_settings() -> ChatSettings:
+    return ChatSettings(runner_url="http://runner.test")
+
+
+def runner_app_for(fake: FakeOllama, settings: RunnerSettings) -> Starlette:
+    return create_runner_app(settings, ollama_transport=httpx.ASGITransport(fake.app))
+
+
+@pytest.fixture
+def runner_app(fake: FakeOllama, runner_settings: RunnerSettings) -> Starlette:
+    return runner_app_for(fake, runner_settings)
+
+
+@pytest.fixture
+async def runner_client(runner_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(runner_app), base_url="http://runner.test") as client:
+        yield client
+
+
+@pytest.fixture
+def make_chat() -> Callable[..., httpx.AsyncClient]:
+    """A chat client over the real chat app, itself over the given runner app, in-process."""
+
+    def make(runner_app: Starlette, settings: ChatSettings | None = None, **overrides: Any) -> httpx.AsyncClient:
+        settings = dataclasses.replace(settings or ChatSettings(runner_url="http://runner.test"), **overrides)
+        chat_app = create_chat_app(settings, runner_transport=httpx.ASGITransport(runner_app))
+        return httpx.AsyncClient(transport=httpx.ASGITransport(chat_app), base_url="http://chat.test")
+
+    return make
+
+
+@pytest.fixture
+async def chat_client(
+    runner_app: Starlette, make_chat: Callable[..., httpx.AsyncClient]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_chat(runner_app) as client:
+        yield client

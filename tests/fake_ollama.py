@@ -1,0 +1,171 @@
+"""A fake Ollama for tests: Ollama's wire shapes, a recorder of what reached it, and injectable faults.
+
+It serves in-process (``httpx.ASGITransport(fake.app)``) or as a real server on loopback
+(:func:`tests.servers.serve_in_thread`). The :class:`Recorder` tells whether two generations
+ever overlapped, in which order prompts arrived, and whether a generation was abandoned by its
+client before it finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from servicekit.disconnect import CancelOnDisconnect
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Recorder:
+    active: int = 0
+    peak: int = 0
+    prompts: list[str] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # every generation request, as sent
+    completed: int = 0
+    abandoned: int = 0
+    # (start, end) of each generation, perf_counter seconds
+    spans: list[tuple[float, float]] = field(default_factory=list)
+
+    def gaps_ms(self) -> list[float]:
+        spans = sorted(self.spans)
+        return [(b[0] - a[1]) * 1000 for a, b in zip(spans, spans[1:], strict=False)]
+
+
+@dataclass
+class Faults:
+    token_delay_s: float = 0.0
+    tokens: int = 3
+    fail_status: int | None = None  # answer every generation with this status
+    stall: bool = False  # never answer
+    die_after_tokens: int | None = None  # break the connection mid-stream
+    error_line_after_tokens: int | None = None  # send {"error": ...} mid-stream
+
+
+def _prompt_of(body: dict[str, Any]) -> str:
+    if "prompt" in body:
+        return str(body["prompt"])
+    messages = body.get("messages") or [{}]
+    return str(messages[-1].get("content", ""))
+
+
+class InjectedDeath(Exception):
+    """Raised inside the fake to break its connection mid-stream."""
+
+
+class FakeOllama:
+    def __init__(self, models: tuple[str, ...] = ("tinyllama",)) -> None:
+        self.models = set(models)
+        self.faults = Faults()
+        self.recorder = Recorder()
+        self.app = CancelOnDisconnect(
+            Starlette(
+                routes=[
+                    Route("/api/version", self.version, methods=["GET"]),
+                    Route("/api/tags", self.tags, methods=["GET"]),
+                    Route("/api/generate", self.generate, methods=["POST"]),
+                    Route("/api/chat", self.generate, methods=["POST"]),
+                ]
+            )
+        )
+
+    async def version(self, request: Request) -> Response:
+        return JSONResponse({"version": "0.0.0-fake"})
+
+    async def tags(self, request: Request) -> Response:
+        return JSONResponse({"models": [{"name": m, "model": m} for m in sorted(self.models)]})
+
+    def _tokens(self, prompt: str) -> list[str]:
+        words = (prompt.split() or ["empty"]) * self.faults.tokens
+        return [f"{w} " for w in words[: self.faults.tokens]]
+
+    def _final(self, chat: bool, text: str, started: float) -> dict[str, Any]:
+        elapsed_ns = int((time.perf_counter() - started) * 1e9)
+        final: dict[str, Any] = {
+            "model": "fake",
+            "done": True,
+            "done_reason": "stop",
+            "total_duration": elapsed_ns + 1000,
+            "load_duration": 1000,
+            "prompt_eval_count": 7,
+            "prompt_eval_duration": 500,
+            "eval_count": self.faults.tokens,
+            "eval_duration": max(elapsed_ns, 1),
+        }
+        if chat:
+            final["message"] = {"role": "assistant", "content": text}
+        else:
+            final["response"] = text
+        return final
+
+    async def generate(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        chat = request.url.path.endswith("/chat")
+        self.recorder.bodies.append({"path": request.url.path, **body})
+        if body.get("model") not in self.models:
+            return JSONResponse({"error": f"model '{body.get('model')}' not found"}, status_code=404)
+        if self.faults.fail_status is not None:
+            return JSONResponse({"error": "injected failure"}, status_code=self.faults.fail_status)
+        if self.faults.stall:
+            await asyncio.sleep(3600)
+        tokens = self._tokens(_prompt_of(body))
+        if body.get("stream", True):
+            return StreamingResponse(self._stream(body, chat, tokens), media_type="application/x-ndjson")
+        async with self._generation(body):
+            started = time.perf_counter()
+            for _ in tokens:
+                await asyncio.sleep(self.faults.token_delay_s)
+            return JSONResponse(self._final(chat, "".join(tokens), started))
+
+    async def _stream(self, body: dict[str, Any], chat: bool, tokens: list[str]) -> AsyncIterator[bytes]:
+        async with self._generation(body):
+            started = time.perf_counter()
+            for index, token in enumerate(tokens):
+                if index == self.faults.die_after_tokens:
+                    raise InjectedDeath("injected death mid-stream")
+                if index == self.faults.error_line_after_tokens:
+                    yield json.dumps({"error": "injected error line"}).encode() + b"\n"
+                    return
+                await asyncio.sleep(self.faults.token_delay_s)
+                piece: dict[str, Any] = {"model": body["model"], "done": False}
+                if chat:
+                    piece["message"] = {"role": "assistant", "content": token}
+                else:
+                    piece["response"] = token
+                yield json.dumps(piece).encode() + b"\n"
+            final = self._final(chat, "", started)
+            yield json.dumps(final).encode() + b"\n"
+
+    def _generation(self, body: dict[str, Any]) -> _Generation:
+        return _Generation(self.recorder, _prompt_of(body))
+
+
+class _Generation:
+    """Counts a generation as active from its first to its last byte."""
+
+    def __init__(self, recorder: Recorder, prompt: str) -> None:
+        self.recorder = recorder
+        self.prompt = prompt
+        self.started = 0.0
+
+    async def __aenter__(self) -> None:
+        rec = self.recorder
+        rec.active += 1
+        rec.peak = max(rec.peak, rec.active)
+        rec.prompts.append(self.prompt)
+        self.started = time.perf_counter()
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        rec = self.recorder
+        rec.active -= 1
+        rec.spans.append((self.started, time.perf_counter()))
+        if exc_type is None:
+            rec.completed += 1
+        else:
+            rec.abandoned += 1
