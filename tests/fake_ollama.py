@@ -9,6 +9,7 @@ client before it finished.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -35,7 +36,7 @@ class Recorder:
 
     def gaps_ms(self) -> list[float]:
         spans = sorted(self.spans)
-        return [(b[0] - a[1]) * 1000 for a, b in zip(spans, spans[1:], strict=False)]
+        return [(b[0] - a[1]) * 1000 for a, b in itertools.pairwise(spans)]
 
 
 @dataclass

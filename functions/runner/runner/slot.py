@@ -26,7 +26,7 @@ RECENT_GENERATIONS = 20
 class Ticket:
     """What a holder learns about its wait."""
 
-    position: int  # 1 = first in this process's queue on arrival
+    position: int  # 0 = served at once; 1 = first in this process's queue on arrival
     queue_ms: float
 
 
@@ -64,8 +64,11 @@ class GenerationSlot:
             return self._default_estimate_s
         return sum(self._recent_s) / len(self._recent_s)
 
-    def retry_after_s(self, ahead: int) -> float:
-        return self.estimate_s() * max(1, ahead)
+    def retry_after_s(self, waiting: int) -> float:
+        """When a newcomer could expect the slot: the holder's expected rest, then each waiter's turn."""
+        estimate = self.estimate_s()
+        held_for = time.perf_counter() - self._held_since if self._held_since is not None else 0.0
+        return max(0.0, estimate - held_for) + estimate * waiting
 
     # -- holding ----------------------------------------------------------------------------
 
@@ -75,10 +78,18 @@ class GenerationSlot:
         if len(self._waiters) >= self._max_queue:
             raise QueueFull(
                 f"The queue is full ({len(self._waiters)} waiting); try again later.",
-                retry_after_s=self.retry_after_s(len(self._waiters) + 1),
+                retry_after_s=self.retry_after_s(len(self._waiters)),
                 queue_depth=len(self._waiters),
             )
         arrived = time.perf_counter()
+        if self._held_since is None and not self._live_waiters() and self._try_take_host_lock():
+            # Free slot, nobody ahead anywhere: no queue, no dispatcher hop.
+            self._held_since = time.perf_counter()
+            try:
+                yield Ticket(position=0, queue_ms=(self._held_since - arrived) * 1000)
+            finally:
+                self.release()
+            return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         position = len(self._waiters)
@@ -95,7 +106,7 @@ class GenerationSlot:
             if isinstance(exc, TimeoutError):
                 raise QueueTimeout(
                     f"No generation slot became free within {timeout_s:g} s.",
-                    retry_after_s=self.retry_after_s(len(self._waiters) + 1),
+                    retry_after_s=self.retry_after_s(len(self._waiters)),
                     queue_depth=len(self._waiters),
                 ) from None
             raise
@@ -112,12 +123,16 @@ class GenerationSlot:
         self._host.release()
         if not self._live_waiters():
             return
-        if not self._host.others_waiting() and self._host.try_acquire():
+        if self._try_take_host_lock():
             self._grant()  # fast path: nobody elsewhere is waiting
         else:
             self._wake_dispatcher(step_aside=True)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _try_take_host_lock(self) -> bool:
+        """Take the host lock now, unless another process is already waiting for it (fairness)."""
+        return not self._host.others_waiting() and self._host.try_acquire()
 
     def _forget(self, waiter: asyncio.Future[None]) -> None:
         with suppress(ValueError):
