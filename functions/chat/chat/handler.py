@@ -1,13 +1,12 @@
 """Chat as an AWS Lambda handler (``chat.handler.handler``).
 
-The app (and its HTTP client) is built once per container, at import; Mangum's lifespan is off
-because it would run on every invocation.
+The app (and its HTTP client) is built once per container, at import.
 """
 
 from __future__ import annotations
 
-from mangum import Mangum
+from servicekit.lambda_adapter import lambda_handler
 
 from chat.app import app
 
-handler = Mangum(app, lifespan="off")
+handler = lambda_handler(app)

@@ -7,4 +7,5 @@
 - :mod:`servicekit.body` — bounded body reading and JSON decoding.
 - :mod:`servicekit.generation` — the generation request both services accept, validated.
 - :mod:`servicekit.streaming` — streamed responses whose cleanup always runs.
+- :mod:`servicekit.lambda_adapter` — the Mangum handler both functions use.
 """
