@@ -72,9 +72,29 @@ class FakeOllama:
                     Route("/api/tags", self.tags, methods=["GET"]),
                     Route("/api/generate", self.generate, methods=["POST"]),
                     Route("/api/chat", self.generate, methods=["POST"]),
+                    Route("/_fake/stats", self.stats, methods=["GET"]),
+                    Route("/_fake/reset", self.reset, methods=["POST"]),
                 ]
             )
         )
+
+    async def stats(self, request: Request) -> Response:
+        """What the recorder saw, for benchmarks that run this fake in another process."""
+        rec = self.recorder
+        return JSONResponse(
+            {"peak": rec.peak, "completed": rec.completed, "abandoned": rec.abandoned, "gaps_ms": rec.gaps_ms()}
+        )
+
+    async def reset(self, request: Request) -> Response:
+        self.recorder = Recorder()
+        self._apply_query(request)
+        return JSONResponse({"status": "reset"})
+
+    def _apply_query(self, request: Request) -> None:
+        if "token_delay_s" in request.query_params:
+            self.faults.token_delay_s = float(request.query_params["token_delay_s"])
+        if "tokens" in request.query_params:
+            self.faults.tokens = int(request.query_params["tokens"])
 
     async def version(self, request: Request) -> Response:
         return JSONResponse({"version": "0.0.0-fake"})
@@ -147,6 +167,23 @@ class FakeOllama:
         return _Generation(self.recorder, _prompt_of(body))
 
 
+def main() -> None:
+    """``python -m tests.fake_ollama --port N``: the fake as a real server of its own."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--token-delay-s", type=float, default=0.0)
+    parser.add_argument("--tokens", type=int, default=3)
+    args = parser.parse_args()
+    fake = FakeOllama()
+    fake.faults.token_delay_s = args.token_delay_s
+    fake.faults.tokens = args.tokens
+    uvicorn.run(fake.app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off")
+
+
 class _Generation:
     """Counts a generation as active from its first to its last byte."""
 
@@ -170,3 +207,7 @@ class _Generation:
             rec.completed += 1
         else:
             rec.abandoned += 1
+
+
+if __name__ == "__main__":
+    main()

@@ -67,13 +67,13 @@ def service_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 @contextmanager
 def uvicorn_process(
-    app_dir: str, app: str, env: Mapping[str, str], port: int | None = None
+    app_dir: str, app: str, env: Mapping[str, str], port: int | None = None, extra_args: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run ``uvicorn --app-dir functions/<app_dir> <app>`` as the README does; yields (url, process)."""
     port = port or free_port()
     command = [
         sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "functions" / app_dir), app,
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra_args,
     ]  # fmt: skip
     process = subprocess.Popen(command, env=service_env(env), cwd=REPO)
     url = f"http://127.0.0.1:{port}"
@@ -82,7 +82,7 @@ def uvicorn_process(
         yield url, process
     finally:
         if process.poll() is None:
-            process.terminate()
+            process.terminate()  # uvicorn stops its workers on SIGTERM
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

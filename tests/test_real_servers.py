@@ -86,7 +86,8 @@ async def test_client_gone_while_streaming_closes_the_ollama_request(tmp_path: P
                     async for _line in response.aiter_lines():
                         break  # one chunk, then hang up
                 closed_at = time.perf_counter()
-                while fake.recorder.abandoned == 0 and time.perf_counter() - closed_at < 2:
+                # The fake runs in the server thread: poll its counter rather than share an asyncio.Event.
+                while fake.recorder.abandoned == 0 and time.perf_counter() - closed_at < 2:  # noqa: ASYNC110
                     await asyncio.sleep(0.005)
                 upstream_closed_after = time.perf_counter() - closed_at
                 fake.faults.tokens = 2

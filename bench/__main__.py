@@ -1,0 +1,136 @@
+"""``python -m bench``: measure the gateway against explicit targets; print a table, write bench/results/latest.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.measure import Latency, burst, first_byte_ms, median, sequential_ms
+from bench.stack import stack
+
+RESULTS = Path(__file__).parent / "results"
+PROMPT = {"prompt": "hi"}
+
+
+@dataclass
+class Row:
+    name: str
+    value: float
+    unit: str
+    target: str
+    met: bool | None
+
+    def line(self) -> str:
+        verdict = {True: "met", False: "MISSED", None: "-"}[self.met]
+        return f"{self.name:<52} {self.value:>10.2f} {self.unit:<6} {self.target:<12} {verdict}"
+
+
+async def added_latency(rounds: int, count: int) -> list[Row]:
+    """chat -> runner -> fake over client -> fake, one request at a time, medians over rounds."""
+    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp)) as s:
+        direct_body = {"model": "tinyllama", "prompt": "hi", "stream": False}
+        per_round: list[tuple[Latency, Latency, Latency, Latency]] = []
+        async with httpx.AsyncClient(timeout=30) as client:
+            await sequential_ms(client, f"{s.chat_url}/chat", PROMPT, 100)  # warm up every hop
+            await sequential_ms(client, f"{s.ollama_url}/api/generate", direct_body, 100)
+            for _ in range(rounds):
+                direct = await sequential_ms(client, f"{s.ollama_url}/api/generate", direct_body, count)
+                chain = await sequential_ms(client, f"{s.chat_url}/chat", PROMPT, count)
+                direct_fb = await first_byte_ms(
+                    client, f"{s.ollama_url}/api/generate", {**direct_body, "stream": True}, count // 4
+                )
+                chain_fb = await first_byte_ms(client, f"{s.chat_url}/chat", {**PROMPT, "stream": True}, count // 4)
+                per_round.append((Latency.of(direct), Latency.of(chain), Latency.of(direct_fb), Latency.of(chain_fb)))
+
+    def med(pick: Any) -> float:
+        return median([pick(r) for r in per_round])
+
+    added = {p: med(lambda r, p=p: getattr(r[1], p) - getattr(r[0], p)) for p in ("p50", "p95", "p99")}
+    ttfb = med(lambda r: r[3].p50 - r[2].p50)
+    return [
+        Row("direct to fake Ollama p50", med(lambda r: r[0].p50), "ms", "(baseline)", None),
+        Row("chat+runner added latency p50", added["p50"], "ms", "<= 1.5", added["p50"] <= 1.5),
+        Row("chat+runner added latency p95", added["p95"], "ms", "<= 4", added["p95"] <= 4),
+        Row("chat+runner added latency p99", added["p99"], "ms", "(report)", None),
+        Row("streaming added time to first byte p50", ttfb, "ms", "<= 2", ttfb <= 2),
+    ]
+
+
+async def handoff(workers: int, clients: int, per_client: int, token_delay_s: float) -> list[Row]:
+    """32 clients on the runner: the idle gap the fake sees between one generation and the next."""
+    target = 2.0 if workers == 1 else 5.0
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        stack(Path(tmp), runner_workers=workers, token_delay_s=token_delay_s) as s,
+    ):
+        url = f"{s.runner_url}/v1/run/tinyllama"
+        async with httpx.AsyncClient(timeout=30) as client:
+            await burst(url, PROMPT, clients, 1)  # every worker up and warm
+            await client.post(f"{s.ollama_url}/_fake/reset")
+            result = await burst(url, PROMPT, clients, per_client)
+            stats = (await client.get(f"{s.ollama_url}/_fake/stats")).json()
+    generations = clients * per_client
+    gaps = stats["gaps_ms"]
+    generation_s = 3 * token_delay_s
+    ideal_s = generations * generation_s
+    label = f"{workers} runner process{'es' if workers > 1 else ''}"
+    if stats["peak"] != 1 or result.statuses != {200: generations}:
+        raise RuntimeError(f"handoff run broke the contract: peak={stats['peak']} statuses={result.statuses}")
+    return [
+        Row(f"handoff gap median, {label}", median(gaps), "ms", f"<= {target:g}", median(gaps) <= target),
+        Row(f"handoff gap p95, {label}", sorted(gaps)[int(len(gaps) * 0.95)], "ms", "(report)", None),
+        Row(
+            f"wall / ideal ({generations} x {generation_s * 1000:g} ms), {label}",
+            result.wall_s / ideal_s,
+            "x",
+            "(report)",
+            None,
+        ),
+    ]
+
+
+async def run(quick: bool) -> list[Row]:
+    rounds, count = (2, 200) if quick else (5, 400)
+    rows = await added_latency(rounds, count)
+    for workers in (1, 4):
+        rows += await handoff(workers, clients=32, per_client=2 if quick else 4, token_delay_s=0.005)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
+    args = parser.parse_args()
+    started = time.time()
+    load_before = os.getloadavg()
+    rows = asyncio.run(run(args.quick))
+    header = f"{'measure':<52} {'value':>10} {'unit':<6} {'target':<12} verdict"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(row.line())
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_before": load_before,
+                    "loadavg_after": os.getloadavg()},
+        "rows": [asdict(row) for row in rows],
+    }  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nload average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}; "
+          f"written to {RESULTS / 'latest.json'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
