@@ -48,7 +48,7 @@ def _invoke(handlers: dict[str, Handler], event_file: str) -> dict[str, Any]:
     return handlers[service](event, LambdaContext(function_name=f"{service}-function"))
 
 
-def _normalized_body(body: str) -> Any:
+def normalized_body(body: str) -> Any:
     """Parse a JSON body and blank the timings, the only fields that vary run to run."""
     data = json.loads(body)
     if isinstance(data, dict) and "timings" in data:
@@ -108,7 +108,7 @@ def test_handler_answers_the_event(handlers: tuple[dict[str, Handler], FakeOllam
     if status == 200 and "timings" in body:
         assert float(headers.pop("x-queue-wait-ms")) >= 0
     assert set(headers) == {"content-type", "content-length", "x-request-id"}
-    assert _normalized_body(response["body"]) == body
+    assert normalized_body(response["body"]) == body
 
 
 def test_streaming_event_gets_the_whole_ndjson_body_at_once(
@@ -122,7 +122,7 @@ def test_streaming_event_gets_the_whole_ndjson_body_at_once(
     assert headers["cache-control"] == "no-cache"
     assert headers["x-accel-buffering"] == "no"
     assert headers["x-request-id"] == "evt-chat-stream"
-    lines = [_normalized_body(line) for line in response["body"].splitlines()]
+    lines = [normalized_body(line) for line in response["body"].splitlines()]
     assert lines == [
         {"response": "Why "},
         {"response": "is "},

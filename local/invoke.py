@@ -1,0 +1,47 @@
+"""A Docker-free ``sam local invoke``: call a Lambda handler in-process with an event file.
+
+The handler module is imported as Lambda imports it (its app is built from the environment),
+called with the event and a Lambda-like context, and its response is printed as JSON on stdout.
+A handler that raises makes the command exit 1, as a crashed invocation does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from local.lambda_context import DEFAULT_TIMEOUT_S, LambdaContext
+
+FUNCTIONS = {"chat": "chat.handler", "runner": "runner.handler"}
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local invoke", description=__doc__)
+    parser.add_argument("function", choices=sorted(FUNCTIONS))
+    parser.add_argument(
+        "--event", "-e", required=True, type=Path, help="an event JSON file, e.g. events/chat-post.json"
+    )
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="the function's timeout, seconds")
+    args = parser.parse_args(argv)
+    try:
+        event = json.loads(args.event.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the event {args.event}: {exc}", file=sys.stderr)
+        return 2
+    # As SAM's CodeUri does: the function folder is the root of its code.
+    sys.path.insert(0, str(REPO / "functions" / args.function))
+    context = LambdaContext(function_name=f"{args.function}-function", timeout_s=args.timeout)
+    try:
+        handler = importlib.import_module(FUNCTIONS[args.function]).handler
+        response = handler(event, context)
+    except Exception:
+        traceback.print_exc()
+        print(json.dumps({"errorType": "HandlerCrashed", "errorMessage": "the handler raised"}))
+        return 1
+    print(json.dumps(response, indent=2))
+    return 0

@@ -1,0 +1,137 @@
+"""``python -m local up`` as a real subprocess on free ports: ready, real answers, one at a time, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import REPO, free_port, service_env
+
+pytestmark = pytest.mark.slow
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@contextmanager
+def local_up(env: dict[str, str], ready_timeout_s: float = 90) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local", "up"], cwd=REPO, env=service_env(env),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    assert process.stdout is not None
+    deadline = time.monotonic() + ready_timeout_s
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line or time.monotonic() > deadline:
+                break
+        yield process, lines
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        lines.extend(process.stdout.read().splitlines(keepends=True))
+
+
+def _ports() -> dict[str, str]:
+    return {"OLLAMA_PORT": str(free_port()), "RUNNER_PORT": str(free_port()), "CHAT_PORT": str(free_port())}
+
+
+async def test_up_serves_real_answers_one_at_a_time_and_stops_cleanly(tmp_path: Path) -> None:
+    ports = _ports()
+    env = {**ports, "LOCK_PATH": str(tmp_path / "up.lock"), "RUNNER_WORKERS": "2"}
+    with local_up(env) as (process, lines):
+        output = "".join(lines)
+        assert "ready:" in output, output
+        chat = f"http://127.0.0.1:{ports['CHAT_PORT']}"
+        assert f"curl -s {chat}/chat" in output
+        family = descendants(process.pid)
+        async with httpx.AsyncClient(base_url=chat, timeout=120) as client:
+            first = await client.post("/chat", json={"prompt": "Why is the sky blue?", "options": {"num_predict": 16}})
+            assert first.status_code == 200, first.text
+            assert first.json()["model"] == "smollm2:135m"
+            assert len(first.json()["response"].strip()) > 0
+            burst = await asyncio.gather(
+                *(client.post("/chat", json={"prompt": f"Say {i}.", "options": {"num_predict": 8}}) for i in range(10))
+            )
+            stats = (await client.get(f"http://127.0.0.1:{ports['OLLAMA_PORT']}/_local/stats")).json()
+    assert [r.status_code for r in burst] == [200] * 10
+    assert stats["peak"] == 1
+    assert stats["generations"] >= 11
+    assert process.returncode == 0
+    assert len(family) >= 4  # model server, runner supervisor + 2 workers, chat
+    await asyncio.sleep(0.5)
+    assert [pid for pid in family if alive(pid)] == []
+    output = "".join(lines)
+    assert "ollama | serving smollm2:135m" in output  # each service's lines carry its name
+    assert "up     | stopping" in output
+
+
+def test_up_names_a_port_that_is_taken() -> None:
+    ports = _ports()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(ports["CHAT_PORT"])))
+        squatter.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "local", "up"], cwd=REPO, env=service_env({**ports, "LOCAL_ENGINE": "echo"}),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"port {ports['CHAT_PORT']} (CHAT_PORT) is already in use" in result.stdout
+
+
+def test_up_stops_everything_when_one_service_dies(tmp_path: Path) -> None:
+    ports = _ports()
+    env = {**ports, "LOCAL_ENGINE": "echo", "LOCK_PATH": str(tmp_path / "up.lock"), "RUNNER_WORKERS": "1"}
+    with local_up(env) as (process, lines):
+        assert "ready:" in "".join(lines)
+        family = descendants(process.pid)
+        runner_flag = f"--port\0{ports['RUNNER_PORT']}\0"
+        runner = min(pid for pid in family if runner_flag in Path(f"/proc/{pid}/cmdline").read_text())
+        os.kill(runner, signal.SIGKILL)
+        process.wait(timeout=30)
+    assert process.returncode == 1
+    assert "runner exited with code -9; stopping the others" in "".join(lines)
+    time.sleep(0.5)
+    assert [pid for pid in family if alive(pid)] == []
