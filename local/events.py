@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-import uuid
-from typing import Any
+
+from chat.lambda_event import HttpApiEvent, http_api_event
 
 API_ID = "abc123def4"
 DOMAIN = f"{API_ID}.execute-api.us-east-1.amazonaws.com"
 
 
-def http_api_event(
-    method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None, query: str = ""
-) -> dict[str, Any]:
-    now = time.time()
+def api_gateway_event(
+    method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+) -> HttpApiEvent:
+    """What API Gateway would send a function behind an HTTP API route for this request."""
     all_headers = {
         "accept": "*/*",
         "content-type": "application/json",
@@ -25,34 +24,11 @@ def http_api_event(
         "x-forwarded-port": "443",
         "x-forwarded-proto": "https",
     }
+    encoded = (body or "").encode()
     if body is not None:
-        all_headers["content-length"] = str(len(body.encode()))
+        all_headers["content-length"] = str(len(encoded))
     all_headers.update({k.lower(): v for k, v in (headers or {}).items()})
-    route_key = f"{method} {path}"
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": route_key,
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": all_headers,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": API_ID,
-            "domainName": DOMAIN,
-            "domainPrefix": API_ID,
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
-                     "userAgent": all_headers["user-agent"]},
-            "requestId": str(uuid.uuid4()),
-            "routeKey": route_key,
-            "stage": "$default",
-            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-            "timeEpoch": int(now * 1000),
-        },
-        "isBase64Encoded": False,
-    }  # fmt: skip
-    if body is not None:
-        event["body"] = body
-    return event
+    return http_api_event(method, path, headers=all_headers, body=encoded, domain=DOMAIN, api_id=API_ID)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,5 +39,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
     args = parser.parse_args(argv)
     headers = dict(h.split(":", 1) for h in args.header)
-    print(json.dumps(http_api_event(args.method.upper(), args.path, args.body, headers), indent=2))
+    print(json.dumps(api_gateway_event(args.method.upper(), args.path, args.body, headers), indent=2))
     return 0

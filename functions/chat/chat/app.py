@@ -22,6 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chat.deadline import DeadlineMiddleware
+from chat.errors import RunnerBusy
+from chat.lambda_transport import LambdaInvokeTransport, boto3_lambda_client
 from chat.openapi import openapi_document
 from chat.runner_client import RunnerClient
 from chat.settings import Settings
@@ -85,6 +88,9 @@ class Chat:
     async def readyz(self, request: Request) -> Response:
         try:
             status, body = await self.runner.ready(request_id_of(request.scope))
+        except RunnerBusy:
+            # On AWS a generation in progress throttles the probe: busy is alive.
+            return JSONResponse({"status": "ok", "runner": {"busy": True}})
         except UpstreamError as exc:
             raise NotReady(f"The runner is not ready: {exc.message}") from exc
         if status != 200:
@@ -96,8 +102,17 @@ class Chat:
         return JSONResponse(self.openapi)
 
 
+def runner_transport_for(settings: Settings) -> httpx.AsyncBaseTransport | None:
+    """HTTP to RUNNER_URL by default; ``lambda:Invoke`` of RUNNER_FUNCTION on AWS."""
+    if not settings.runner_function:
+        return None
+    invoker = boto3_lambda_client(settings.runner_invoke_read_timeout_s, settings.runner_connect_timeout_s)
+    return LambdaInvokeTransport(invoker, settings.runner_function, default_deadline_s=settings.chat_deadline_s)
+
+
 def create_app(settings: Settings, *, runner_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
-    runner = RunnerClient(settings.runner_url, timeout=settings.runner_timeout, transport=runner_transport)
+    transport = runner_transport or runner_transport_for(settings)
+    runner = RunnerClient(settings.runner_url, timeout=settings.runner_timeout, transport=transport)
     chat = Chat(settings, runner)
 
     @asynccontextmanager
@@ -112,7 +127,11 @@ def create_app(settings: Settings, *, runner_transport: httpx.AsyncBaseTransport
             Route("/readyz", chat.readyz, methods=["GET"]),
             Route("/openapi.json", chat.openapi_json, methods=["GET"]),
         ],
-        middleware=[Middleware(RequestIdMiddleware), Middleware(CancelOnDisconnect)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(DeadlineMiddleware, deadline_s=settings.chat_deadline_s),
+            Middleware(CancelOnDisconnect),
+        ],
         exception_handlers=dict(exception_handlers),
         lifespan=lifespan,
     )

@@ -5,6 +5,9 @@
     ServiceError
     ├── ClientError ...          (shared: invalid_json, invalid_request, prompt_too_long,
     │                             body_too_large, model_not_found — checked before any upstream call)
+    ├── Busy
+    │   └── RunnerBusy           503 runner_busy + Retry-After: on AWS, the runner function stayed
+    │                            throttled (reserved concurrency 1) until chat's deadline
     ├── RunnerRefused            the runner's own error (503 queue_full + Retry-After, 404, 504, ...),
     │                            relayed with its status, code, message and Retry-After unchanged
     └── UpstreamError            502 upstream_error: the runner answered something that is not our envelope
@@ -17,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from servicekit.errors import (
+    Busy,
     ClientError,
     ModelNotFound,
     ServiceError,
@@ -26,8 +30,10 @@ from servicekit.errors import (
 )
 
 __all__ = [
+    "Busy",
     "ClientError",
     "ModelNotFound",
+    "RunnerBusy",
     "RunnerRefused",
     "ServiceError",
     "UpstreamError",
@@ -37,6 +43,10 @@ __all__ = [
 
 # Headers of a runner error that the client needs too.
 RELAYED_HEADERS = ("retry-after",)
+
+
+class RunnerBusy(Busy):
+    code = "runner_busy"
 
 
 class RunnerRefused(ServiceError):

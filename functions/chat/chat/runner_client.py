@@ -16,6 +16,7 @@ import httpx
 from servicekit.generation import GenerationRequest
 
 from chat.errors import RELAYED_HEADERS, RunnerRefused, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from chat.lambda_transport import NO_BUSY_RETRY
 
 
 def _translate(exc: httpx.HTTPError) -> UpstreamError:
@@ -108,7 +109,12 @@ class RunnerClient:
     async def ready(self, request_id: str) -> tuple[int, dict[str, Any]]:
         """The runner's /readyz status and body."""
         try:
-            response = await self._http.get("/readyz", headers={"X-Request-ID": request_id}, timeout=5.0)
+            response = await self._http.get(
+                "/readyz",
+                headers={"X-Request-ID": request_id},
+                timeout=5.0,
+                extensions={NO_BUSY_RETRY: True},  # a probe must answer now, not retry a busy runner
+            )
         except httpx.HTTPError as exc:
             raise _translate(exc) from exc
         try:

@@ -19,6 +19,11 @@ DEFAULT_BODY_READ_TIMEOUT_S = 10.0
 # (503 queue_timeout, 504 upstream_timeout) reaches the client instead of chat's.
 DEFAULT_RUNNER_TIMEOUT_S = 960.0
 DEFAULT_RUNNER_CONNECT_TIMEOUT_S = 1.0
+# API Gateway's HTTP API gives up at 30 s; chat answers (503 runner_busy) before that.
+DEFAULT_CHAT_DEADLINE_S = 27.0
+# On AWS chat invokes the runner function directly; its read timeout must outlast the runner's
+# own 900 s function timeout (chat's own Lambda timeout, 29 s, ends it first in practice).
+DEFAULT_RUNNER_INVOKE_READ_TIMEOUT_S = 910.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,9 @@ class Settings:
     body_read_timeout_s: float = DEFAULT_BODY_READ_TIMEOUT_S
     runner_timeout_s: float = DEFAULT_RUNNER_TIMEOUT_S
     runner_connect_timeout_s: float = DEFAULT_RUNNER_CONNECT_TIMEOUT_S
+    runner_function: str = ""  # set on AWS: invoke this Lambda function instead of RUNNER_URL
+    chat_deadline_s: float = DEFAULT_CHAT_DEADLINE_S
+    runner_invoke_read_timeout_s: float = DEFAULT_RUNNER_INVOKE_READ_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.default_model not in self.allowed_models:
@@ -61,5 +69,10 @@ class Settings:
             runner_timeout_s=env_float(env, "RUNNER_TIMEOUT_S", DEFAULT_RUNNER_TIMEOUT_S, minimum=0.001),
             runner_connect_timeout_s=env_float(
                 env, "RUNNER_CONNECT_TIMEOUT_S", DEFAULT_RUNNER_CONNECT_TIMEOUT_S, minimum=0.001
+            ),
+            runner_function=env_str(env, "RUNNER_FUNCTION", ""),
+            chat_deadline_s=env_float(env, "CHAT_DEADLINE_S", DEFAULT_CHAT_DEADLINE_S, minimum=0.001),
+            runner_invoke_read_timeout_s=env_float(
+                env, "RUNNER_INVOKE_READ_TIMEOUT_S", DEFAULT_RUNNER_INVOKE_READ_TIMEOUT_S, minimum=0.001
             ),
         )

@@ -1,0 +1,131 @@
+"""Reach the runner through ``lambda:Invoke`` instead of HTTP, behind the ordinary httpx transport interface.
+
+Chat builds the same ``httpx.Request`` in every mode; on AWS this transport turns it into an API
+Gateway v2 event, invokes the runner function (RequestResponse) off the event loop, and turns
+the function's proxy response back into an ``httpx.Response``. botocore's errors are translated
+here, once:
+
+- throttled (429 ``TooManyRequestsException``: the runner, reserved concurrency 1, is busy) →
+  retried with full-jitter exponential backoff until the request's deadline, then ``RunnerBusy``
+  (503 ``runner_busy`` + Retry-After). A request with the ``no_busy_retry`` extension (``/readyz``)
+  is not retried;
+- the function failed (``FunctionError``) or answered garbage → ``UpstreamError`` (502);
+- Lambda cannot be reached → ``UpstreamUnavailable`` (502); no answer in time → ``UpstreamTimeout`` (504).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, cast
+
+import anyio
+import httpx
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from chat.deadline import seconds_left
+from chat.errors import RunnerBusy, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from chat.lambda_event import http_api_event, response_parts
+
+THROTTLED = "TooManyRequestsException"
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 2.0
+# Chat cannot see the runner's queue on AWS; one typical small-model generation.
+BUSY_RETRY_AFTER_S = 5.0
+NO_BUSY_RETRY = "no_busy_retry"
+
+
+class LambdaInvoker(Protocol):
+    """The one boto3 Lambda client method we use (a stand-in in tests)."""
+
+    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> Mapping[str, Any]: ...
+
+
+def full_jitter(attempt: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+    return rng(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+
+
+class LambdaInvokeTransport(httpx.AsyncBaseTransport):
+    def __init__(self, invoker: LambdaInvoker, function_name: str, *, default_deadline_s: float) -> None:
+        self._invoker = invoker
+        self._function = function_name
+        self._default_deadline_s = default_deadline_s
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        event = http_api_event(
+            request.method,
+            request.url.path,
+            headers=dict(request.headers),
+            body=body,
+            query=request.url.query.decode(),
+            domain=request.url.host,
+        )
+        payload = json.dumps(event).encode()
+        retry = not request.extensions.get(NO_BUSY_RETRY, False)
+        attempt = 0
+        while True:
+            try:
+                result = await anyio.to_thread.run_sync(self._invoke, payload)
+                break
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != THROTTLED:
+                    raise UpstreamError(f"Invoking the runner failed: {exc.response['Error'].get('Code')}.") from exc
+                pause = full_jitter(attempt)
+                attempt += 1
+                if not retry or seconds_left(self._default_deadline_s) < pause:
+                    raise RunnerBusy(
+                        "The runner is busy with another generation; try again later.",
+                        retry_after_s=BUSY_RETRY_AFTER_S,
+                    ) from exc
+                await anyio.sleep(pause)
+            except (EndpointConnectionError, ConnectTimeoutError) as exc:
+                raise UpstreamUnavailable("The runner function cannot be reached.") from exc
+            except ReadTimeoutError as exc:
+                raise UpstreamTimeout("The runner function did not answer in time.") from exc
+            except BotoCoreError as exc:
+                raise UpstreamError(f"Invoking the runner failed: {type(exc).__name__}.") from exc
+        return self._response(result, request)
+
+    def _invoke(self, payload: bytes) -> Mapping[str, Any]:
+        return self._invoker.invoke(FunctionName=self._function, InvocationType="RequestResponse", Payload=payload)
+
+    @staticmethod
+    def _response(result: Mapping[str, Any], request: httpx.Request) -> httpx.Response:
+        raw = result["Payload"].read()
+        if result.get("FunctionError"):
+            try:
+                kind = json.loads(raw).get("errorType", "unknown")
+            except (ValueError, AttributeError):
+                kind = "unknown"
+            raise UpstreamError(f"The runner function failed ({kind}).")
+        try:
+            status, headers, body = response_parts(json.loads(raw))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UpstreamError("The runner function answered something that is not an HTTP response.") from None
+        headers.pop("content-length", None)  # recomputed from the decoded body
+        return httpx.Response(status, headers=headers, content=body, request=request)
+
+
+def boto3_lambda_client(read_timeout_s: float, connect_timeout_s: float) -> LambdaInvoker:
+    """One client per container: no botocore retries (we retry throttles ourselves, to a deadline)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        # One attempt in all. (botocore's "max_attempts" counts retries *after* the first try:
+        # {"max_attempts": 1} would still retry a throttle once, blind to our deadline.)
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        read_timeout=read_timeout_s,
+        connect_timeout=connect_timeout_s,
+        tcp_keepalive=True,
+    )
+    # boto3's typed client takes these keywords among many others; the Protocol names the ones we use.
+    return cast(LambdaInvoker, boto3.client("lambda", config=config))

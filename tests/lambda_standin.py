@@ -1,0 +1,44 @@
+"""A stand-in for boto3's Lambda client whose ``invoke`` runs a real Lambda handler, as a container would.
+
+Each stand-in owns one thread with one event loop, like a warm Lambda container: Mangum needs
+a current event loop in the thread that calls the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from local.lambda_context import LambdaContext
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+class InProcessLambda:
+    def __init__(self, handler: Handler, function_name: str = "runner-function", timeout_s: float = 900) -> None:
+        self._handler = handler
+        self._function_name = function_name
+        self._timeout_s = timeout_s
+        self._container = ThreadPoolExecutor(
+            max_workers=1, initializer=lambda: asyncio.set_event_loop(asyncio.new_event_loop())
+        )
+        self.invocations: list[dict[str, Any]] = []
+
+    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> Mapping[str, Any]:
+        assert InvocationType == "RequestResponse"
+        event = json.loads(Payload)
+        self.invocations.append(event)
+        context = LambdaContext(function_name=self._function_name, timeout_s=self._timeout_s)
+        try:
+            result = self._container.submit(self._handler, event, context).result()
+        except Exception as exc:  # what Lambda reports for a handler that raised
+            body = json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}).encode()
+            return {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": io.BytesIO(body)}
+        return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": io.BytesIO(json.dumps(result).encode())}
+
+    def close(self) -> None:
+        self._container.shutdown(wait=True)
