@@ -1,0 +1,108 @@
+"""template.yaml: the SAM transform offline, cfn-lint on its output, and what the stack must (not) allow."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from cfnlint.api import ManualArgs, lint
+
+from tests.deploy.sam import REGION, load_template, resources_of_type, translate
+
+
+@pytest.fixture(scope="module")
+def cfn() -> dict[str, Any]:
+    return translate()
+
+
+def test_translated_template_has_no_cfn_lint_errors(cfn: dict[str, Any]) -> None:
+    # cfn-lint >= 1.54 on the raw SAM template no longer checks the transformed resources
+    # (cycles, timeouts): lint what the transform produces.
+    matches = lint(json.dumps(cfn), config=ManualArgs(regions=[REGION]))
+    errors = [f"{m.rule.id} {m.message} at {m.path}" for m in matches if m.rule.id.startswith("E")]
+    assert errors == []
+
+
+def test_runner_is_the_slot_and_is_never_behind_api_gateway(cfn: dict[str, Any]) -> None:
+    functions = resources_of_type(cfn, "AWS::Lambda::Function")
+    runner = functions["RunnerFunction"]["Properties"]
+    assert runner["ReservedConcurrentExecutions"] == 1
+    assert runner["Timeout"] == 900
+    assert runner["Handler"] == "runner.handler.handler"
+    assert runner["Environment"]["Variables"]["OLLAMA_HOST"] == {"Ref": "OllamaHost"}
+    permissions = resources_of_type(cfn, "AWS::Lambda::Permission")
+    targets = {json.dumps(p["Properties"]["FunctionName"]) for p in permissions.values()}
+    assert json.dumps({"Ref": "RunnerFunction"}) not in targets
+    assert all(p["Properties"]["Principal"] == "apigateway.amazonaws.com" for p in permissions.values())
+    assert resources_of_type(cfn, "AWS::Lambda::Url") == {}
+
+
+def test_chat_fits_inside_the_http_api_limit_and_finds_the_runner_by_name(cfn: dict[str, Any]) -> None:
+    chat = resources_of_type(cfn, "AWS::Lambda::Function")["ChatFunction"]["Properties"]
+    assert chat["Timeout"] <= 29
+    assert chat["Runtime"] in ("python3.12", "python3.13")
+    assert chat["Architectures"] == ["arm64"]
+    assert chat["Handler"] == "chat.handler.handler"
+    variables = chat["Environment"]["Variables"]
+    assert variables["RUNNER_FUNCTION"] == {"Ref": "RunnerFunction"}
+    assert float(variables["CHAT_DEADLINE_S"]) < chat["Timeout"]
+    assert "RUNNER_URL" not in variables
+
+
+def test_chat_may_invoke_the_runner_and_nothing_more(cfn: dict[str, Any]) -> None:
+    role = resources_of_type(cfn, "AWS::IAM::Role")["ChatFunctionRole"]["Properties"]
+    statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    assert len(statements) == 1
+    (statement,) = statements
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Resource"] == {"Fn::GetAtt": ["RunnerFunction", "Arn"]}
+    managed = [json.dumps(arn) for arn in role["ManagedPolicyArns"]]
+    assert len(managed) == 1
+    assert "AWSLambdaBasicExecutionRole" in managed[0]
+
+
+def test_http_api_routes_go_to_chat_only(cfn: dict[str, Any]) -> None:
+    template = load_template()
+    events = template["Resources"]["ChatFunction"]["Properties"]["Events"]
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
+    assert routes == {("POST", "/chat"), ("GET", "/healthz"), ("GET", "/readyz")}
+    assert "Events" not in template["Resources"]["RunnerFunction"]["Properties"]
+    api = resources_of_type(cfn, "AWS::ApiGatewayV2::Api")
+    assert list(api) == ["ChatApi"]
+    paths = api["ChatApi"]["Properties"]["Body"]["paths"]
+    assert set(paths) == {"/chat", "/healthz", "/readyz"}
+    for operations in paths.values():
+        for operation in operations.values():
+            uri = json.dumps(operation["x-amazon-apigateway-integration"]["uri"])
+            assert "ChatFunction" in uri
+            assert "RunnerFunction" not in uri
+
+
+def test_vpc_access_is_optional_and_only_for_the_runner(cfn: dict[str, Any]) -> None:
+    functions = resources_of_type(cfn, "AWS::Lambda::Function")
+    vpc = functions["RunnerFunction"]["Properties"]["VpcConfig"]
+    assert vpc["Fn::If"][0] == "UseVpc"
+    assert vpc["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    assert "VpcConfig" not in functions["ChatFunction"]["Properties"]
+    assert "UseVpc" in cfn["Conditions"]
+
+
+def test_both_functions_ship_the_shared_layer_and_keep_logs_bounded(cfn: dict[str, Any]) -> None:
+    (layer,) = resources_of_type(cfn, "AWS::Lambda::LayerVersion")
+    for function in resources_of_type(cfn, "AWS::Lambda::Function").values():
+        assert function["Properties"]["Layers"] == [{"Ref": layer}]
+    groups = resources_of_type(cfn, "AWS::Logs::LogGroup")
+    assert {json.dumps(g["Properties"]["LogGroupName"]) for g in groups.values()} == {
+        json.dumps({"Fn::Sub": "/aws/lambda/${ChatFunction}"}),
+        json.dumps({"Fn::Sub": "/aws/lambda/${RunnerFunction}"}),
+    }
+    assert all(g["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups.values())
+
+
+def test_outputs_give_the_chat_url(cfn: dict[str, Any]) -> None:
+    assert cfn["Outputs"]["ChatUrl"]["Value"] == {
+        "Fn::Sub": "https://${ChatApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/chat"
+    }
+    assert load_template()["Parameters"]["OllamaHost"].get("Default") is None  # required
