@@ -1,0 +1,168 @@
+"""docker-compose.yml, the Dockerfiles and the Ollama entrypoint, checked without a Docker engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.servers import REPO
+
+COMPOSE_SPEC = REPO.parent / "shared" / "compose-spec.json"
+ENTRYPOINT = REPO / "deploy" / "ollama-entrypoint.sh"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return loaded
+
+
+def test_compose_file_follows_the_compose_specification(compose: dict[str, Any]) -> None:
+    if not COMPOSE_SPEC.is_file():
+        pytest.skip(f"the Compose Specification schema is not at {COMPOSE_SPEC} (../shared/ beside the repository)")
+    schema = json.loads(COMPOSE_SPEC.read_text())
+    # The schema says draft-07 (without the trailing "#" that jsonschema's lookup expects).
+    assert "draft-07" in schema["$schema"]
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(compose), key=lambda e: list(e.path))
+    assert [f"{list(e.path)}: {e.message}" for e in errors] == []
+
+
+def test_services_start_in_health_order(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"ollama", "runner", "chat"}
+    assert services["runner"]["depends_on"] == {"ollama": {"condition": "service_healthy"}}
+    assert services["chat"]["depends_on"] == {"runner": {"condition": "service_healthy"}}
+    for name, service in services.items():
+        assert service["healthcheck"]["test"], name
+
+
+def test_ollama_is_the_real_image_with_its_models_in_a_volume(compose: dict[str, Any]) -> None:
+    ollama = compose["services"]["ollama"]
+    assert ollama["image"].startswith("ollama/ollama:")
+    assert "ollama-data:/root/.ollama" in ollama["volumes"]
+    assert "ollama-data" in compose["volumes"]
+    assert ollama["environment"]["OLLAMA_MODEL"] == "${OLLAMA_MODEL:-tinyllama}"
+    assert "ollama-entrypoint.sh" in " ".join(ollama["entrypoint"])
+    assert any(v.startswith("./deploy/ollama-entrypoint.sh:") for v in ollama["volumes"])
+    # the healthcheck passes only once the model is there
+    assert "ollama show" in ollama["healthcheck"]["test"][1]
+    assert "$${OLLAMA_MODEL}" in ollama["healthcheck"]["test"][1]
+
+
+def test_only_chat_is_published(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "ports" not in services["ollama"]
+    assert "ports" not in services["runner"]
+    assert services["chat"]["ports"] == ["${CHAT_PORT:-8000}:8000"]
+    assert services["runner"]["environment"]["OLLAMA_HOST"] == "http://ollama:11434"
+    assert services["chat"]["environment"]["RUNNER_URL"] == "http://runner:8080"
+    assert "/readyz" in services["runner"]["healthcheck"]["test"][-1]
+
+
+def test_runner_workers_share_one_lock(compose: dict[str, Any]) -> None:
+    runner = compose["services"]["runner"]["environment"]
+    assert int(runner["RUNNER_WORKERS"]) >= 2
+    assert runner["LOCK_PATH"].startswith("/")
+    dockerfile = (REPO / "functions/runner/Dockerfile").read_text()
+    assert "--workers ${RUNNER_WORKERS:-2}" in dockerfile
+
+
+@pytest.mark.parametrize("function", ["chat", "runner"])
+def test_dockerfiles_are_slim_non_root_and_carry_only_their_function(function: str) -> None:
+    lines = [line.strip() for line in (REPO / f"functions/{function}/Dockerfile").read_text().splitlines()]
+    instructions = [line for line in lines if line and not line.startswith("#")]
+    assert instructions[0].startswith("FROM python:3.")
+    assert instructions[0].endswith("-slim")
+    copies = [line.split()[1] for line in instructions if line.startswith("COPY")]
+    assert copies == [
+        f"functions/{function}/requirements.txt",
+        "layers/servicekit/requirements.txt",
+        "layers/servicekit/servicekit",
+        f"functions/{function}/{function}",
+    ]
+    user = [line for line in instructions if line.startswith("USER")]
+    assert user == ["USER app"]
+    assert instructions.index(user[0]) > max(i for i, line in enumerate(instructions) if line.startswith("RUN"))
+    assert f"{function}.app:app" in instructions[-1]
+
+
+def test_dockerignore_keeps_the_build_context_small() -> None:
+    rules = (REPO / ".dockerignore").read_text().splitlines()
+    assert rules[1] == "*" or "*" in rules  # everything excluded first ...
+    assert {"!functions/chat/", "!functions/runner/", "!layers/servicekit/"} <= set(rules)  # ... then let in
+
+
+# -- the entrypoint, against a fake `ollama` command ------------------------------------------
+
+FAKE_OLLAMA = """#!/bin/sh
+# A stand-in for the ollama CLI: records each call; `serve` answers after a moment.
+echo "$*" >> "$FAKE_LOG"
+case "$1" in
+  serve)
+    sleep 0.3; touch "$FAKE_DIR/up"
+    trap 'echo stopped >> "$FAKE_LOG"; exit 0' TERM
+    while :; do sleep 0.1; done ;;
+  list) [ -f "$FAKE_DIR/up" ] ;;
+  show) [ -f "$FAKE_DIR/up" ] && grep -qx "$2" "$FAKE_DIR/models" 2>/dev/null ;;
+  pull) echo "$2" >> "$FAKE_DIR/models" ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def run_entrypoint(tmp_path: Path, present: list[str], model: str = "tinyllama") -> list[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ollama"
+    fake.write_text(FAKE_OLLAMA)
+    fake.chmod(0o755)
+    (tmp_path / "models").write_text("".join(f"{m}\n" for m in present))
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log),
+           "FAKE_DIR": str(tmp_path), "OLLAMA_MODEL": model}  # fmt: skip
+    process = subprocess.Popen(["sh", str(ENTRYPOINT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    try:
+        while time.monotonic() < deadline:
+            calls = log.read_text().splitlines() if log.exists() else []
+            if any(c.startswith(("pull", "show")) for c in calls) and (model in present or "pull " + model in calls):
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert process.poll() is None, "the entrypoint must stay in the foreground with the server"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return log.read_text().splitlines()
+
+
+def test_entrypoint_is_valid_posix_sh() -> None:
+    assert subprocess.run(["sh", "-n", str(ENTRYPOINT)], capture_output=True).returncode == 0
+
+
+def test_entrypoint_serves_waits_then_pulls_a_missing_model(tmp_path: Path) -> None:
+    calls = run_entrypoint(tmp_path, present=[])
+    # serve runs in the background, so its own line may land after the first `list`
+    before_show = calls[: calls.index("show tinyllama")]
+    assert sorted(set(before_show)) == ["list", "serve"]
+    assert before_show.count("list") >= 2  # it waited: the first lists failed until serve answered
+    assert calls[calls.index("show tinyllama") + 1] == "pull tinyllama"
+    assert calls[-1] == "stopped"  # SIGTERM reached the server
+
+
+def test_entrypoint_skips_the_pull_when_the_model_is_present(tmp_path: Path) -> None:
+    calls = run_entrypoint(tmp_path, present=["llama3.2"], model="llama3.2")
+    assert calls.index("serve") < calls.index("show llama3.2")
+    assert calls[calls.index("show llama3.2") - 1] == "list"
+    assert not any(c.startswith("pull") for c in calls)
