@@ -13,6 +13,7 @@ from chat.app import create_app as create_chat_app
 from chat.settings import Settings as ChatSettings
 from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
+from servicekit.jobs.factory import JobStoreSettings
 from starlette.applications import Starlette
 
 from tests.fake_ollama import FakeOllama
@@ -24,13 +25,19 @@ def fake() -> FakeOllama:
 
 
 @pytest.fixture
-def runner_settings(tmp_path: Path) -> RunnerSettings:
-    return RunnerSettings(lock_path=str(tmp_path / "runner.lock"), ollama_url="http://ollama.test")
+def jobs_settings(tmp_path: Path) -> JobStoreSettings:
+    """One jobs directory for chat and runner, as in local mode."""
+    return JobStoreSettings(directory=str(tmp_path / "jobs"))
 
 
 @pytest.fixture
-def chat_settings() -> ChatSettings:
-    return ChatSettings(runner_url="http://runner.test")
+def runner_settings(tmp_path: Path, jobs_settings: JobStoreSettings) -> RunnerSettings:
+    return RunnerSettings(lock_path=str(tmp_path / "runner.lock"), ollama_url="http://ollama.test", jobs=jobs_settings)
+
+
+@pytest.fixture
+def chat_settings(jobs_settings: JobStoreSettings) -> ChatSettings:
+    return ChatSettings(runner_url="http://runner.test", jobs=jobs_settings)
 
 
 def runner_app_for(fake: FakeOllama, settings: RunnerSettings) -> Starlette:
@@ -49,11 +56,11 @@ async def runner_client(runner_app: Starlette) -> AsyncIterator[httpx.AsyncClien
 
 
 @pytest.fixture
-def make_chat() -> Callable[..., httpx.AsyncClient]:
+def make_chat(chat_settings: ChatSettings) -> Callable[..., httpx.AsyncClient]:
     """A chat client over the real chat app, itself over the given runner app, in-process."""
 
     def make(runner_app: Starlette, settings: ChatSettings | None = None, **overrides: Any) -> httpx.AsyncClient:
-        settings = dataclasses.replace(settings or ChatSettings(runner_url="http://runner.test"), **overrides)
+        settings = dataclasses.replace(settings or chat_settings, **overrides)
         chat_app = create_chat_app(settings, runner_transport=httpx.ASGITransport(runner_app))
         return httpx.AsyncClient(transport=httpx.ASGITransport(chat_app), base_url="http://chat.test")
 

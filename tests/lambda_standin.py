@@ -29,10 +29,14 @@ class InProcessLambda:
         self.invocations: list[dict[str, Any]] = []
 
     def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> Mapping[str, Any]:
-        assert InvocationType == "RequestResponse"
         event = json.loads(Payload)
         self.invocations.append(event)
         context = LambdaContext(function_name=self._function_name, timeout_s=self._timeout_s)
+        if InvocationType == "Event":
+            # Lambda's async queue: accepted at once, run when the (single) container is free.
+            self._container.submit(self._handler, event, context)
+            return {"StatusCode": 202, "Payload": io.BytesIO(b"")}
+        assert InvocationType == "RequestResponse"
         try:
             result = self._container.submit(self._handler, event, context).result()
         except Exception as exc:  # what Lambda reports for a handler that raised

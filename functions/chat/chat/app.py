@@ -1,4 +1,4 @@
-"""Chat's ASGI app: ``POST /chat``, ``GET /healthz``, ``GET /readyz``, ``GET /openapi.json``.
+"""Chat's ASGI app: ``POST /chat``, the jobs API (``/v1/jobs``), ``GET /healthz``, ``/readyz``, ``/openapi.json``.
 
 ``app`` is built from the environment at import: one runner client per process.
 """
@@ -14,6 +14,8 @@ from servicekit.body import read_json_object
 from servicekit.disconnect import CancelOnDisconnect
 from servicekit.errors import InvalidRequest, ModelNotFound, NotReady, UpstreamError, exception_handlers
 from servicekit.generation import parse_generation_request
+from servicekit.jobs.factory import job_store as build_job_store
+from servicekit.jobs.store import JobStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.streaming import STREAM_HEADERS, ChunkStream
 from starlette.applications import Starlette
@@ -24,6 +26,7 @@ from starlette.routing import Route
 
 from chat.deadline import DeadlineMiddleware
 from chat.errors import RunnerBusy
+from chat.jobs_api import JobsEndpoints
 from chat.lambda_transport import LambdaInvokeTransport, boto3_lambda_client
 from chat.openapi import openapi_document
 from chat.runner_client import RunnerClient
@@ -46,7 +49,8 @@ class Chat:
         self.runner = runner
         self.openapi = openapi_document(settings)
 
-    def _model(self, data: dict[str, Any]) -> str:
+    def model(self, data: dict[str, Any]) -> str:
+        """The requested model (or the default), if it is allowed here."""
         model = data.get("model", self.settings.default_model)
         if not isinstance(model, str):
             raise InvalidRequest("'model' must be a string.")
@@ -63,7 +67,7 @@ class Chat:
         generation = parse_generation_request(
             data, max_prompt_chars=self.settings.max_prompt_chars, also_allowed=("model",)
         )
-        model = self._model(data)
+        model = self.model(data)
         request_id = request_id_of(request.scope)
         if not generation.get("stream", False):
             reply, headers = await self.runner.run(model, generation, request_id)
@@ -110,10 +114,16 @@ def runner_transport_for(settings: Settings) -> httpx.AsyncBaseTransport | None:
     return LambdaInvokeTransport(invoker, settings.runner_function, default_deadline_s=settings.chat_deadline_s)
 
 
-def create_app(settings: Settings, *, runner_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    runner_transport: httpx.AsyncBaseTransport | None = None,
+    job_store: JobStore | None = None,
+) -> Starlette:
     transport = runner_transport or runner_transport_for(settings)
     runner = RunnerClient(settings.runner_url, timeout=settings.runner_timeout, transport=transport)
     chat = Chat(settings, runner)
+    jobs = JobsEndpoints(settings, job_store or build_job_store(settings.jobs), runner, chat.model)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -126,6 +136,9 @@ def create_app(settings: Settings, *, runner_transport: httpx.AsyncBaseTransport
             Route("/healthz", chat.healthz, methods=["GET"]),
             Route("/readyz", chat.readyz, methods=["GET"]),
             Route("/openapi.json", chat.openapi_json, methods=["GET"]),
+            Route("/v1/jobs", jobs.create, methods=["POST"]),
+            Route("/v1/jobs/{job_id}", jobs.get, methods=["GET"]),
+            Route("/v1/jobs/{job_id}", jobs.cancel, methods=["DELETE"]),
         ],
         middleware=[
             Middleware(RequestIdMiddleware),

@@ -8,7 +8,7 @@ here, once:
 - throttled (429 ``TooManyRequestsException``: the runner, reserved concurrency 1, is busy) →
   retried with full-jitter exponential backoff until the request's deadline, then ``RunnerBusy``
   (503 ``runner_busy`` + Retry-After). A request with the ``no_busy_retry`` extension (``/readyz``)
-  is not retried;
+  is not retried; one with ``async_invoke`` (a job) is handed to Lambda's own queue instead;
 - the function failed (``FunctionError``) or answered garbage → ``UpstreamError`` (502);
 - Lambda cannot be reached → ``UpstreamUnavailable`` (502); no answer in time → ``UpstreamTimeout`` (504).
 """
@@ -40,12 +40,19 @@ BACKOFF_CAP_S = 2.0
 # Chat cannot see the runner's queue on AWS; one typical small-model generation.
 BUSY_RETRY_AFTER_S = 5.0
 NO_BUSY_RETRY = "no_busy_retry"
+# A request with this extension is invoked asynchronously (InvocationType=Event): Lambda queues
+# it (up to the runner's MaximumEventAgeInSeconds) while the runner is busy, and answers 202.
+ASYNC_INVOKE = "async_invoke"
 
 
 class LambdaInvoker(Protocol):
     """The one boto3 Lambda client method we use (a stand-in in tests)."""
 
     def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> Mapping[str, Any]: ...
+
+
+class _Throttled(Exception):
+    """The runner function is at its reserved concurrency (429 TooManyRequestsException)."""
 
 
 def full_jitter(attempt: int, rng: Callable[[float, float], float] = random.uniform) -> float:
@@ -69,33 +76,45 @@ class LambdaInvokeTransport(httpx.AsyncBaseTransport):
             domain=request.url.host,
         )
         payload = json.dumps(event).encode()
+        if request.extensions.get(ASYNC_INVOKE, False):
+            await self._invoke("Event", payload)
+            return httpx.Response(202, json={"status": "queued"}, request=request)
         retry = not request.extensions.get(NO_BUSY_RETRY, False)
         attempt = 0
         while True:
             try:
-                result = await anyio.to_thread.run_sync(self._invoke, payload)
+                result = await self._invoke("RequestResponse", payload)
                 break
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != THROTTLED:
-                    raise UpstreamError(f"Invoking the runner failed: {exc.response['Error'].get('Code')}.") from exc
+            except _Throttled as throttled:
                 pause = full_jitter(attempt)
                 attempt += 1
                 if not retry or seconds_left(self._default_deadline_s) < pause:
                     raise RunnerBusy(
                         "The runner is busy with another generation; try again later.",
                         retry_after_s=BUSY_RETRY_AFTER_S,
-                    ) from exc
+                    ) from throttled.__cause__
                 await anyio.sleep(pause)
-            except (EndpointConnectionError, ConnectTimeoutError) as exc:
-                raise UpstreamUnavailable("The runner function cannot be reached.") from exc
-            except ReadTimeoutError as exc:
-                raise UpstreamTimeout("The runner function did not answer in time.") from exc
-            except BotoCoreError as exc:
-                raise UpstreamError(f"Invoking the runner failed: {type(exc).__name__}.") from exc
         return self._response(result, request)
 
-    def _invoke(self, payload: bytes) -> Mapping[str, Any]:
-        return self._invoker.invoke(FunctionName=self._function, InvocationType="RequestResponse", Payload=payload)
+    async def _invoke(self, invocation_type: str, payload: bytes) -> Mapping[str, Any]:
+        """One invoke, off the event loop; botocore's errors translated (a throttle as ``_Throttled``)."""
+
+        def call() -> Mapping[str, Any]:
+            return self._invoker.invoke(FunctionName=self._function, InvocationType=invocation_type, Payload=payload)
+
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == THROTTLED:
+                raise _Throttled from exc
+            raise UpstreamError(f"Invoking the runner failed: {code}.") from exc
+        except (EndpointConnectionError, ConnectTimeoutError) as exc:
+            raise UpstreamUnavailable("The runner function cannot be reached.") from exc
+        except ReadTimeoutError as exc:
+            raise UpstreamTimeout("The runner function did not answer in time.") from exc
+        except BotoCoreError as exc:
+            raise UpstreamError(f"Invoking the runner failed: {type(exc).__name__}.") from exc
 
     @staticmethod
     def _response(result: Mapping[str, Any], request: httpx.Request) -> httpx.Response:

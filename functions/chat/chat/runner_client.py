@@ -16,7 +16,7 @@ import httpx
 from servicekit.generation import GenerationRequest
 
 from chat.errors import RELAYED_HEADERS, RunnerRefused, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from chat.lambda_transport import NO_BUSY_RETRY
+from chat.lambda_transport import ASYNC_INVOKE, NO_BUSY_RETRY
 
 
 def _translate(exc: httpx.HTTPError) -> UpstreamError:
@@ -105,6 +105,19 @@ class RunnerClient:
                     yield line
         except httpx.HTTPError as exc:
             raise _translate(exc) from exc
+
+    async def start_job(self, job_id: str, request_id: str) -> None:
+        """Ask the runner to run a stored job (on AWS: an asynchronous invoke, queued by Lambda)."""
+        try:
+            response = await self._http.post(
+                f"/v1/jobs/{job_id}/run",
+                headers={"X-Request-ID": request_id},
+                extensions={ASYNC_INVOKE: True},
+            )
+        except httpx.HTTPError as exc:
+            raise _translate(exc) from exc
+        if response.status_code not in (200, 202):
+            raise _refusal(response, response.content)
 
     async def ready(self, request_id: str) -> tuple[int, dict[str, Any]]:
         """The runner's /readyz status and body."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from servicekit.config import ConfigError, env_float, env_int, env_list, env_str, env_url
+from servicekit.jobs.factory import DEFAULT_JOBS_DIR, JobStoreSettings
 
 DEFAULT_RUNNER_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "tinyllama"
@@ -24,6 +25,9 @@ DEFAULT_CHAT_DEADLINE_S = 27.0
 # On AWS chat invokes the runner function directly; its read timeout must outlast the runner's
 # own 900 s function timeout (chat's own Lambda timeout, 29 s, ends it first in practice).
 DEFAULT_RUNNER_INVOKE_READ_TIMEOUT_S = 910.0
+DEFAULT_JOB_TTL_S = 24 * 3600.0
+# Lambda's async queue keeps an event at most this long (MaximumEventAgeInSeconds in template.yaml).
+DEFAULT_JOB_START_DEADLINE_S = 15 * 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +43,13 @@ class Settings:
     runner_function: str = ""  # set on AWS: invoke this Lambda function instead of RUNNER_URL
     chat_deadline_s: float = DEFAULT_CHAT_DEADLINE_S
     runner_invoke_read_timeout_s: float = DEFAULT_RUNNER_INVOKE_READ_TIMEOUT_S
+    jobs: JobStoreSettings = field(default_factory=JobStoreSettings)
+    job_ttl_s: float = DEFAULT_JOB_TTL_S
+    job_start_deadline_s: float = DEFAULT_JOB_START_DEADLINE_S
 
     def __post_init__(self) -> None:
+        if self.job_start_deadline_s > self.job_ttl_s:
+            raise ConfigError("JOB_START_DEADLINE_S must not exceed JOB_TTL_S")
         if self.default_model not in self.allowed_models:
             raise ConfigError(
                 f"DEFAULT_MODEL {self.default_model!r} must be one of ALLOWED_MODELS {list(self.allowed_models)}"
@@ -75,4 +84,9 @@ class Settings:
             runner_invoke_read_timeout_s=env_float(
                 env, "RUNNER_INVOKE_READ_TIMEOUT_S", DEFAULT_RUNNER_INVOKE_READ_TIMEOUT_S, minimum=0.001
             ),
+            jobs=JobStoreSettings(
+                table=env_str(env, "JOBS_TABLE", ""), directory=env_str(env, "JOBS_DIR", DEFAULT_JOBS_DIR)
+            ),
+            job_ttl_s=env_float(env, "JOB_TTL_S", DEFAULT_JOB_TTL_S, minimum=1),
+            job_start_deadline_s=env_float(env, "JOB_START_DEADLINE_S", DEFAULT_JOB_START_DEADLINE_S, minimum=1),
         )

@@ -1,18 +1,28 @@
-"""The runner's ASGI app: ``POST /v1/run/{model}``, ``GET /healthz``, ``GET /readyz``.
+"""The runner's ASGI app: ``POST /v1/run/{model}``, ``POST /v1/jobs/{id}/run``, ``GET /healthz``, ``GET /readyz``.
 
 ``app`` is built from the environment at import: one Ollama client and one slot per process.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from servicekit.body import read_json_object
 from servicekit.disconnect import CancelOnDisconnect
-from servicekit.errors import NotReady, ServiceError, UpstreamError, error_envelope, exception_handlers
+from servicekit.errors import (
+    JobNotFound,
+    NotReady,
+    ServiceError,
+    UpstreamError,
+    error_envelope,
+    exception_handlers,
+)
 from servicekit.generation import parse_generation_request
+from servicekit.jobs.factory import job_store as build_job_store
+from servicekit.jobs.store import JobStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
 from starlette.applications import Starlette
@@ -22,7 +32,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope
 
+from runner.errors import QueueFull
 from runner.hostlock import FileHostLock, HostLock
+from runner.jobs import JobRunner
 from runner.ollama import OllamaClient
 from runner.settings import Settings
 from runner.slot import GenerationSlot
@@ -45,10 +57,11 @@ def queue_timeout_s(settings: Settings, scope: Scope) -> float:
 class Runner:
     """The endpoints, over one Ollama client and one slot."""
 
-    def __init__(self, settings: Settings, ollama: OllamaClient, slot: GenerationSlot) -> None:
+    def __init__(self, settings: Settings, ollama: OllamaClient, slot: GenerationSlot, jobs: JobRunner) -> None:
         self.settings = settings
         self.ollama = ollama
         self.slot = slot
+        self.jobs = jobs
 
     async def run(self, request: Request) -> Response:
         model = request.path_params["model"]
@@ -103,6 +116,30 @@ class Runner:
             # The status line is long gone: the error is the stream's last line.
             yield json_line(error_envelope(exc, request_id))
 
+    async def run_job(self, request: Request) -> Response:
+        """Run a stored job: inline on Lambda (the invocation is the worker), in the background elsewhere."""
+        job_id = request.path_params["job_id"]
+        now = time.time()
+        job = await self.jobs.store.get(job_id, now=now)
+        if job is None:
+            raise JobNotFound(f"There is no job {job_id}.")
+        if job["status"] != "queued":  # a duplicate delivery: it ran, or it will not run
+            return JSONResponse({"id": job_id, "status": job["status"]})
+        wait_s = job["start_deadline"] - now
+        if "aws.context" in request.scope:
+            status = await self.jobs.execute(job_id, wait_s=min(wait_s, queue_timeout_s(self.settings, request.scope)))
+            return JSONResponse({"id": job_id, "status": status or "skipped"})
+        if self.slot.queue_depth >= self.settings.max_queue:
+            raise QueueFull(
+                f"The queue is full ({self.slot.queue_depth} waiting); try again later.",
+                retry_after_s=self.slot.retry_after_s(self.slot.queue_depth),
+                queue_depth=self.slot.queue_depth,
+            )
+        position = self.slot.queue_depth + (1 if self.slot.busy else 0)
+        await self.jobs.store.set_queue_position(job_id, position)
+        self.jobs.start_in_background(job_id, wait_s=wait_s)
+        return JSONResponse({"id": job_id, "status": "queued", "queue_position": position}, status_code=202)
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -126,6 +163,7 @@ def create_app(
     *,
     ollama_transport: httpx.AsyncBaseTransport | None = None,
     host_lock: HostLock | None = None,
+    job_store: JobStore | None = None,
 ) -> Starlette:
     ollama = OllamaClient(settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport)
     slot = GenerationSlot(
@@ -134,16 +172,19 @@ def create_app(
         poll_interval_s=settings.lock_poll_interval_s,
         generation_estimate_s=settings.generation_estimate_s,
     )
-    runner = Runner(settings, ollama, slot)
+    jobs = JobRunner(settings, job_store or build_job_store(settings.jobs), slot, ollama)
+    runner = Runner(settings, ollama, slot, jobs)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await jobs.aclose()
         await ollama.aclose()
 
     app = Starlette(
         routes=[
             Route("/v1/run/{model:path}", runner.run, methods=["POST"]),
+            Route("/v1/jobs/{job_id}/run", runner.run_job, methods=["POST"]),
             Route("/healthz", runner.healthz, methods=["GET"]),
             Route("/readyz", runner.readyz, methods=["GET"]),
         ],

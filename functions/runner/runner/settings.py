@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
 from servicekit.config import ConfigError, env_float, env_int, env_str
+from servicekit.jobs.factory import DEFAULT_JOBS_DIR, JobStoreSettings
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 DEFAULT_LOCK_PATH = "/tmp/ollama-runner.lock"
@@ -24,6 +25,9 @@ DEFAULT_MAX_BODY_BYTES = 256 * 1024
 DEFAULT_BODY_READ_TIMEOUT_S = 10.0
 DEFAULT_MAX_PROMPT_CHARS = 16_000
 DEFAULT_GENERATION_ESTIMATE_S = 5.0
+DEFAULT_JOB_PROGRESS_INTERVAL_S = 0.5
+# A running job's runner must report within this; a job whose runner died is failed after it.
+DEFAULT_JOB_LEASE_S = 30.0
 
 
 def parse_ollama_host(value: str) -> str:
@@ -42,6 +46,12 @@ def parse_ollama_host(value: str) -> str:
         default_port = 80 if scheme == "http" else 443
     else:
         raise ConfigError(f"OLLAMA_HOST must use http or https, got {value!r}")
+    hostport, slash, path_rest = rest.partition("/")
+    try:  # a bare IPv6 address (as Ollama accepts): bracket it so the colons are not a port
+        if ipaddress.ip_address(hostport).version == 6:
+            rest = f"[{hostport}]{slash}{path_rest}"
+    except ValueError:
+        pass
     parts = urlsplit(f"{scheme}://{rest}")
     try:
         port = parts.port or default_port
@@ -72,6 +82,13 @@ class Settings:
     body_read_timeout_s: float = DEFAULT_BODY_READ_TIMEOUT_S
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     generation_estimate_s: float = DEFAULT_GENERATION_ESTIMATE_S
+    jobs: JobStoreSettings = field(default_factory=JobStoreSettings)
+    job_progress_interval_s: float = DEFAULT_JOB_PROGRESS_INTERVAL_S
+    job_lease_s: float = DEFAULT_JOB_LEASE_S
+
+    def __post_init__(self) -> None:
+        if self.job_lease_s <= self.job_progress_interval_s * 2:
+            raise ConfigError("JOB_LEASE_S must be more than twice JOB_PROGRESS_INTERVAL_S")
 
     @property
     def ollama_timeout(self) -> httpx.Timeout:
@@ -102,4 +119,11 @@ class Settings:
             body_read_timeout_s=env_float(env, "BODY_READ_TIMEOUT_S", DEFAULT_BODY_READ_TIMEOUT_S, minimum=0.001),
             max_prompt_chars=env_int(env, "MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS, minimum=1),
             generation_estimate_s=env_float(env, "GENERATION_ESTIMATE_S", DEFAULT_GENERATION_ESTIMATE_S, minimum=0.001),
+            jobs=JobStoreSettings(
+                table=env_str(env, "JOBS_TABLE", ""), directory=env_str(env, "JOBS_DIR", DEFAULT_JOBS_DIR)
+            ),
+            job_progress_interval_s=env_float(
+                env, "JOB_PROGRESS_INTERVAL_S", DEFAULT_JOB_PROGRESS_INTERVAL_S, minimum=0.01
+            ),
+            job_lease_s=env_float(env, "JOB_LEASE_S", DEFAULT_JOB_LEASE_S, minimum=0.1),
         )

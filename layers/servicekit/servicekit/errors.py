@@ -10,6 +10,9 @@
     │   ├── PromptTooLong             413 prompt_too_long
     │   ├── BodyReadTimeout           408 body_read_timeout
     │   ├── ModelNotFound             404 model_not_found
+    │   ├── JobNotFound               404 job_not_found
+    │   ├── JobFinished               409 job_finished
+    │   ├── IdempotencyConflict       422 idempotency_conflict
     │   ├── RouteNotFound             404 not_found
     │   └── MethodNotAllowed          405 method_not_allowed
     ├── Busy                          503 + Retry-After: come back later
@@ -104,6 +107,21 @@ class BodyReadTimeout(ClientError):
 class ModelNotFound(ClientError):
     status = 404
     code = "model_not_found"
+
+
+class JobNotFound(ClientError):
+    status = 404
+    code = "job_not_found"
+
+
+class JobFinished(ClientError):
+    status = 409
+    code = "job_finished"
+
+
+class IdempotencyConflict(ClientError):
+    status = 422
+    code = "idempotency_conflict"
 
 
 class RouteNotFound(ClientError):

@@ -1,0 +1,83 @@
+"""The jobs API: ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``DELETE /v1/jobs/{id}``.
+
+A job is stored first, then handed to the runner (over HTTP locally, as an asynchronous
+``lambda:Invoke`` on AWS, where Lambda's own queue holds it while the runner is busy). If the
+runner refuses it (a full queue), the job is deleted again and the refusal is the answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from servicekit.body import read_json_object
+from servicekit.errors import JobFinished, JobNotFound, ServiceError
+from servicekit.generation import GenerationRequest, parse_generation_request
+from servicekit.jobs.model import FINISHED, new_job, view
+from servicekit.jobs.store import JobStore
+from servicekit.requestid import request_id_of
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from chat.runner_client import RunnerClient
+from chat.settings import Settings
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+class JobsEndpoints:
+    def __init__(
+        self, settings: Settings, store: JobStore, runner: RunnerClient, choose_model: Callable[[dict[str, Any]], str]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.runner = runner
+        self.choose_model = choose_model
+
+    async def create(self, request: Request) -> Response:
+        data = await read_json_object(
+            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
+        )
+        generation: GenerationRequest = parse_generation_request(
+            data, max_prompt_chars=self.settings.max_prompt_chars, allow_stream=False, also_allowed=("model",)
+        )
+        model = self.choose_model(data)
+        key = request.headers.get(IDEMPOTENCY_HEADER) or None
+        now = time.time()
+        job, created = await self.store.create(
+            new_job(model, dict(generation), now=now, ttl_s=self.settings.job_ttl_s,
+                    start_deadline_s=self.settings.job_start_deadline_s),
+            idempotency_key=key,
+        )  # fmt: skip
+        if created:
+            try:
+                await self.runner.start_job(job["id"], request_id_of(request.scope))
+            except ServiceError:
+                await self.store.delete(job["id"])
+                raise
+        body = {"id": job["id"], "status": job["status"], "created_at": view(job)["created_at"]}
+        headers = {"Location": f"/v1/jobs/{job['id']}"}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(body, status_code=202, headers=headers)
+
+    async def get(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        job = await self.store.get(job_id, now=time.time())
+        if job is None:
+            raise JobNotFound(f"There is no job {job_id} (jobs are kept {self.settings.job_ttl_s / 3600:g} h).")
+        return JSONResponse(view(job))
+
+    async def cancel(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        now = time.time()
+        job = await self.store.get(job_id, now=now)
+        if job is None:
+            raise JobNotFound(f"There is no job {job_id}.")
+        if job["status"] in FINISHED:
+            raise JobFinished(f"Job {job_id} has already finished ({job['status']}).")
+        after = await self.store.cancel(job_id, now=now)
+        if after is None or after["status"] != "cancelled":  # it finished in the meantime
+            raise JobFinished(f"Job {job_id} has already finished.")
+        return JSONResponse(view(after))

@@ -1,0 +1,117 @@
+"""Running asynchronous jobs: under the same slot as synchronous requests, at most once each.
+
+Delivery is at least once (Lambda's async queue, a retried HTTP call); the store's conditional
+``queued → running`` makes the execution at most once. While generating, the partial response
+and a lease are written every ``JOB_PROGRESS_INTERVAL_S``; a job whose runner dies stops
+renewing its lease and is failed (``runner_lost``) by the next reader. A cancel is seen at the
+next progress write and closes the Ollama request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import anyio
+from servicekit.errors import Busy, ServiceError, UpstreamError, error_envelope
+from servicekit.jobs.model import Job
+from servicekit.jobs.store import JobStore
+
+from runner.ollama import OllamaClient
+from runner.settings import Settings
+from runner.slot import GenerationSlot, Ticket
+from runner.wire import OllamaChunk, chunk_text, ollama_request, timings_of, usage_of
+
+# The cleanup writes of a job that is being torn down must still reach the store.
+CLEANUP_TIMEOUT_S = 5.0
+
+
+def _error(exc: ServiceError, job_id: str) -> dict[str, Any]:
+    return dict(error_envelope(exc, job_id)["error"])
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, store: JobStore, slot: GenerationSlot, ollama: OllamaClient) -> None:
+        self.settings = settings
+        self.store = store
+        self.slot = slot
+        self.ollama = ollama
+        self._background: set[asyncio.Task[str | None]] = set()
+
+    def start_in_background(self, job_id: str, *, wait_s: float) -> None:
+        task = asyncio.get_running_loop().create_task(self.execute(job_id, wait_s=wait_s))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def execute(self, job_id: str, *, wait_s: float) -> str | None:
+        """Wait for the slot (at most ``wait_s``), then run the job if it is still queued; its final status."""
+        try:
+            async with self.slot.hold(max(0.0, wait_s)) as ticket:
+                job = await self.store.start(job_id, now=time.time(), lease_s=self.settings.job_lease_s)
+                if job is None:  # cancelled, expired or already run by another delivery
+                    return None
+                return await self._generate(job, ticket)
+        except Busy:
+            await self.store.settle(
+                job_id, now=time.time(), status="expired",
+                error={"code": "job_expired", "message": "The job did not get the model before its start deadline."},
+            )  # fmt: skip
+            return "expired"
+        except asyncio.CancelledError:
+            with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
+                await self.store.finish(
+                    job_id, "failed", now=time.time(),
+                    fields={"error": {"code": "runner_stopped", "message": "The runner stopped during the job."}},
+                )  # fmt: skip
+            raise
+
+    async def _generate(self, job: Job, ticket: Ticket) -> str:
+        job_id = job["id"]
+        endpoint, body = ollama_request(job["model"], job["request"], stream=True)  # type: ignore[arg-type]
+        pieces: list[str] = []
+        final: OllamaChunk | None = None
+        cancelled = False
+
+        async def report_progress(scope: anyio.CancelScope) -> None:
+            nonlocal cancelled
+            while True:
+                await anyio.sleep(self.settings.job_progress_interval_s)
+                alive = await self.store.heartbeat(
+                    job_id, response="".join(pieces), now=time.time(), lease_s=self.settings.job_lease_s
+                )
+                if not alive:  # cancelled (or settled) meanwhile: stop generating at once
+                    cancelled = True
+                    scope.cancel()
+                    return
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(report_progress, group.cancel_scope)
+                async with self.ollama.stream(endpoint, body) as chunks:
+                    async for chunk in chunks:
+                        if chunk.get("done"):
+                            final = chunk
+                            break
+                        pieces.append(chunk_text(chunk))
+                group.cancel_scope.cancel()
+            if cancelled:
+                return "cancelled"
+            if final is None:
+                raise UpstreamError("Ollama ended the stream before the generation was done.")
+        except ServiceError as exc:
+            fields = {"response": "".join(pieces), "error": _error(exc, job_id)}
+            await self.store.finish(job_id, "failed", now=time.time(), fields=fields)
+            return "failed"
+        fields = {
+            "response": "".join(pieces),
+            "usage": dict(usage_of(final)),
+            "timings": dict(timings_of(final, ticket.queue_ms)),
+        }
+        await self.store.finish(job_id, "succeeded", now=time.time(), fields=fields)
+        return "succeeded"

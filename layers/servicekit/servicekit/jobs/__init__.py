@@ -1,0 +1,13 @@
+"""Asynchronous generation jobs: the job document, its lifecycle, and the stores chat and runner share.
+
+::
+
+    queued ──start──▶ running ──finish──▶ succeeded | failed
+      │                  │
+      ├──cancel──▶ cancelled ◀──cancel──┘
+      └──past start deadline──▶ expired          running past its lease ──▶ failed (runner_lost)
+
+One interface (:class:`~servicekit.jobs.store.JobStore`), two stores: files (local, compose)
+and DynamoDB (AWS). Every transition is conditional on the state it starts from, so a
+duplicate delivery, a late cancel or a dead runner can never move a job backwards.
+"""

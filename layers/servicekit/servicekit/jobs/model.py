@@ -1,0 +1,106 @@
+"""The job document, its statuses, and the rules both stores apply."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal, NotRequired, TypedDict
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "expired"})
+CANCELLABLE: frozenset[str] = frozenset({"queued", "running"})
+
+
+class Job(TypedDict):
+    id: str
+    status: JobStatus
+    model: str
+    request: dict[str, Any]  # the validated generation request, without "stream"
+    request_hash: str
+    created_at: float  # epoch seconds
+    start_deadline: float  # a job not started by then expires
+    expires_at: float  # deleted after this (the TTL)
+    started_at: float | None
+    finished_at: float | None
+    lease_until: float | None  # a running job's runner must heartbeat before this
+    queue_position: int | None
+    response: str
+    usage: dict[str, Any] | None
+    timings: dict[str, Any] | None
+    error: dict[str, Any] | None
+    idempotency_key: NotRequired[str]
+
+
+class JobView(TypedDict):
+    """What ``GET /v1/jobs/{id}`` shows."""
+
+    id: str
+    status: JobStatus
+    model: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    response: str
+    usage: dict[str, Any] | None
+    timings: dict[str, Any] | None
+    error: dict[str, Any] | None
+    queue_position: int | None
+
+
+def request_hash(model: str, request: dict[str, Any]) -> str:
+    canonical = json.dumps({"model": model, "request": request}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def new_job(model: str, request: dict[str, Any], *, now: float, ttl_s: float, start_deadline_s: float) -> Job:
+    return {
+        "id": uuid.uuid4().hex,
+        "status": "queued",
+        "model": model,
+        "request": request,
+        "request_hash": request_hash(model, request),
+        "created_at": now,
+        "start_deadline": now + start_deadline_s,
+        "expires_at": now + ttl_s,
+        "started_at": None,
+        "finished_at": None,
+        "lease_until": None,
+        "queue_position": None,
+        "response": "",
+        "usage": None,
+        "timings": None,
+        "error": None,
+    }
+
+
+def iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def view(job: Job) -> JobView:
+    return {
+        "id": job["id"],
+        "status": job["status"],
+        "model": job["model"],
+        "created_at": iso(job["created_at"]) or "",
+        "started_at": iso(job["started_at"]),
+        "finished_at": iso(job["finished_at"]),
+        "response": job["response"],
+        "usage": job["usage"],
+        "timings": job["timings"],
+        "error": job["error"],
+        "queue_position": job["queue_position"] if job["status"] == "queued" else None,
+    }
+
+
+def overdue(job: Job, now: float) -> tuple[JobStatus, dict[str, Any]] | None:
+    """The status a job must move to because time ran out, if any (applied by the stores)."""
+    if job["status"] == "queued" and now > job["start_deadline"]:
+        return "expired", {"code": "job_expired", "message": "The job did not start before its start deadline."}
+    if job["status"] == "running" and job["lease_until"] is not None and now > job["lease_until"]:
+        return "failed", {"code": "runner_lost", "message": "The runner stopped reporting progress on this job."}
+    return None

@@ -1,0 +1,144 @@
+"""One contract, two stores: FileJobStore and DynamoJobStore (DynamoDB through moto)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from servicekit.errors import IdempotencyConflict
+from servicekit.jobs.model import Job, new_job, view
+from servicekit.jobs.store import JobStore
+
+from tests.jobs.stores import make_store
+
+NOW = 1_800_000_000.0
+LEASE = 30.0
+
+
+@pytest.fixture(params=["file", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    with make_store(request.param, tmp_path) as made:
+        yield made
+
+
+def job(prompt: str = "hi", now: float = NOW) -> Job:
+    return new_job("tinyllama", {"prompt": prompt}, now=now, ttl_s=86_400, start_deadline_s=900)
+
+
+async def test_create_then_get(store: JobStore) -> None:
+    created, fresh = await store.create(job())
+    assert fresh is True
+    got = await store.get(created["id"], now=NOW + 1)
+    assert got is not None
+    assert view(got) == view(created)
+    assert view(got)["status"] == "queued"
+    assert view(got)["created_at"] == "2027-01-15T08:00:00.000Z"
+    assert await store.get("0" * 32, now=NOW) is None
+
+
+async def test_lifecycle_queued_running_succeeded(store: JobStore) -> None:
+    created, _ = await store.create(job())
+    started = await store.start(created["id"], now=NOW + 2, lease_s=LEASE)
+    assert started is not None
+    assert started["status"] == "running"
+    assert started["started_at"] == NOW + 2
+    assert await store.heartbeat(created["id"], response="partial", now=NOW + 3, lease_s=LEASE)
+    assert (await store.get(created["id"], now=NOW + 3))["response"] == "partial"  # type: ignore[index]
+    usage = {"prompt_tokens": 3, "completion_tokens": 2}
+    assert await store.finish(created["id"], "succeeded", now=NOW + 4, fields={"response": "done!", "usage": usage})
+    final = await store.get(created["id"], now=NOW + 5)
+    assert final is not None
+    assert (final["status"], final["response"], final["usage"], final["finished_at"]) == (
+        "succeeded", "done!", usage, NOW + 4
+    )  # fmt: skip
+    assert final["lease_until"] is None
+
+
+async def test_a_job_starts_at_most_once(store: JobStore) -> None:
+    created, _ = await store.create(job())
+    results = await asyncio.gather(*(store.start(created["id"], now=NOW + 1, lease_s=LEASE) for _ in range(5)))
+    assert sum(r is not None for r in results) == 1
+
+
+async def test_cancel_while_queued_and_while_running(store: JobStore) -> None:
+    queued, _ = await store.create(job("a"))
+    cancelled = await store.cancel(queued["id"], now=NOW + 1)
+    assert cancelled is not None
+    assert cancelled["status"] == "cancelled"
+    assert await store.start(queued["id"], now=NOW + 2, lease_s=LEASE) is None  # never reaches Ollama
+
+    running, _ = await store.create(job("b"))
+    await store.start(running["id"], now=NOW + 1, lease_s=LEASE)
+    after = await store.cancel(running["id"], now=NOW + 2)
+    assert after is not None
+    assert after["status"] == "cancelled"
+    # the runner learns it at its next heartbeat, and cannot finish it any more
+    assert await store.heartbeat(running["id"], response="x", now=NOW + 3, lease_s=LEASE) is False
+    assert await store.finish(running["id"], "succeeded", now=NOW + 3, fields={"response": "x"}) is False
+
+
+async def test_finished_jobs_stay_as_they_are(store: JobStore) -> None:
+    created, _ = await store.create(job())
+    await store.start(created["id"], now=NOW + 1, lease_s=LEASE)
+    await store.finish(created["id"], "failed", now=NOW + 2, fields={"error": {"code": "upstream_error"}})
+    again = await store.cancel(created["id"], now=NOW + 3)
+    assert again is not None
+    assert again["status"] == "failed"
+    assert await store.settle(created["id"], now=NOW + 4, status="expired", error={"code": "x"}) is False
+
+
+async def test_not_started_before_the_deadline_is_expired(store: JobStore) -> None:
+    created, _ = await store.create(job())
+    late = NOW + 901
+    assert await store.start(created["id"], now=late, lease_s=LEASE) is None
+    got = await store.get(created["id"], now=late)
+    assert got is not None
+    assert got["status"] == "expired"
+    assert got["error"] is not None
+    assert got["error"]["code"] == "job_expired"
+
+
+async def test_running_past_its_lease_is_failed_as_runner_lost(store: JobStore) -> None:
+    created, _ = await store.create(job())
+    await store.start(created["id"], now=NOW + 1, lease_s=LEASE)
+    got = await store.get(created["id"], now=NOW + 1 + LEASE + 1)
+    assert got is not None
+    assert got["status"] == "failed"
+    assert got["error"] is not None
+    assert got["error"]["code"] == "runner_lost"
+
+
+async def test_past_the_ttl_a_job_is_gone(store: JobStore) -> None:
+    created, _ = await store.create(job())
+    assert await store.get(created["id"], now=NOW + 86_401) is None
+
+
+async def test_idempotency_key_returns_the_same_job(store: JobStore) -> None:
+    first, created = await store.create(job(), idempotency_key="order-42")
+    second, created_again = await store.create(job(now=NOW + 10), idempotency_key="order-42")
+    assert (created, created_again) == (True, False)
+    assert second["id"] == first["id"]
+    other, _ = await store.create(job(), idempotency_key="order-43")
+    assert other["id"] != first["id"]
+    with pytest.raises(IdempotencyConflict):
+        await store.create(job("something else"), idempotency_key="order-42")
+    # after 24 h the key is free again
+    later, fresh = await store.create(job(now=NOW + 86_401), idempotency_key="order-42")
+    assert fresh is True
+    assert later["id"] != first["id"]
+
+
+async def test_queue_position_while_queued_only(store: JobStore) -> None:
+    created, _ = await store.create(job())
+    await store.set_queue_position(created["id"], 3)
+    assert view(await store.get(created["id"], now=NOW))["queue_position"] == 3  # type: ignore[arg-type]
+    await store.start(created["id"], now=NOW + 1, lease_s=LEASE)
+    assert view(await store.get(created["id"], now=NOW + 1))["queue_position"] is None  # type: ignore[arg-type]
+
+
+async def test_delete(store: JobStore) -> None:
+    created, _ = await store.create(job())
+    await store.delete(created["id"])
+    assert await store.get(created["id"], now=NOW) is None
