@@ -29,12 +29,12 @@ def _dummy_zip() -> bytes:
 def deployed() -> Iterator[dict[str, Any]]:
     cfn_template = translate()
     with mock_aws(), warnings.catch_warnings():
-        # moto's CloudFormation has no AWS::ApiGatewayV2 models and skips them with a warning;
-        # the API's shape is checked on the translated template instead (test_template.py).
-        warnings.filterwarnings("ignore", message="Tried to parse AWS::ApiGatewayV2")
+        # moto's CloudFormation has no AWS::ApiGatewayV2 or AWS::Lambda::EventInvokeConfig models
+        # and skips them with a warning; those are checked on the translated template (test_template.py).
+        warnings.filterwarnings("ignore", message="Tried to parse AWS::(ApiGatewayV2|Lambda::EventInvokeConfig)")
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket=ARTIFACT_BUCKET)
-        for name in ("ServiceKitLayer", "ChatFunction", "RunnerFunction"):
+        for name in ("ServiceKitLayer", "ChatFunction", "RunnerFunction", "JobFailureFunction"):
             s3.put_object(Bucket=ARTIFACT_BUCKET, Key=f"{name}.zip", Body=_dummy_zip())
         cloudformation = boto3.client("cloudformation", region_name=REGION)
         cloudformation.create_stack(
@@ -72,8 +72,14 @@ def test_timeouts_and_environment(deployed: dict[str, Any]) -> None:
         "DEFAULT_MODEL": "tinyllama",
         "ALLOWED_MODELS": "tinyllama",
         "CHAT_DEADLINE_S": "27",
+        "JOBS_TABLE": physical["JobsTable"],
+        "JOB_START_DEADLINE_S": "900",
     }
-    assert runner["Environment"]["Variables"] == {"OLLAMA_HOST": "http://10.0.1.23:11434", "OLLAMA_TIMEOUT_S": "840"}
+    assert runner["Environment"]["Variables"] == {
+        "OLLAMA_HOST": "http://10.0.1.23:11434",
+        "OLLAMA_TIMEOUT_S": "840",
+        "JOBS_TABLE": physical["JobsTable"],
+    }
     assert "VpcConfig" not in runner or not runner["VpcConfig"].get("SubnetIds")
 
 
@@ -87,7 +93,7 @@ def test_api_gateway_cannot_invoke_the_runner(deployed: dict[str, Any]) -> None:
     assert principals == {"apigateway.amazonaws.com"}
 
 
-def test_chat_role_may_invoke_only_the_runner(deployed: dict[str, Any]) -> None:
+def test_chat_role_may_invoke_only_the_runner_and_use_the_table(deployed: dict[str, Any]) -> None:
     iam = boto3.client("iam", region_name=REGION)
     role_name = deployed["physical"]["ChatFunctionRole"]
     policies = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
@@ -101,4 +107,11 @@ def test_chat_role_may_invoke_only_the_runner(deployed: dict[str, Any]) -> None:
     runner_arn = deployed["lambda"].get_function(FunctionName=deployed["physical"]["RunnerFunction"])["Configuration"][
         "FunctionArn"
     ]
-    assert statements == [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": runner_arn}]
+    table_arn = boto3.client("dynamodb", region_name=REGION).describe_table(
+        TableName=deployed["physical"]["JobsTable"]
+    )["Table"]["TableArn"]
+    assert statements == [
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": runner_arn},
+        {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                       "dynamodb:DeleteItem"], "Resource": table_arn},
+    ]  # fmt: skip

@@ -50,14 +50,21 @@ def test_chat_fits_inside_the_http_api_limit_and_finds_the_runner_by_name(cfn: d
     assert "RUNNER_URL" not in variables
 
 
-def test_chat_may_invoke_the_runner_and_nothing_more(cfn: dict[str, Any]) -> None:
+def _statements(cfn: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    properties = resources_of_type(cfn, "AWS::IAM::Role")[role]["Properties"]
+    return [s for policy in properties.get("Policies", []) for s in policy["PolicyDocument"]["Statement"]]
+
+
+TABLE_ARN = {"Fn::GetAtt": ["JobsTable", "Arn"]}
+
+
+def test_chat_may_invoke_the_runner_and_use_the_jobs_table_and_nothing_more(cfn: dict[str, Any]) -> None:
+    assert _statements(cfn, "ChatFunctionRole") == [
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::GetAtt": ["RunnerFunction", "Arn"]}},
+        {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                       "dynamodb:DeleteItem"], "Resource": TABLE_ARN},
+    ]  # fmt: skip
     role = resources_of_type(cfn, "AWS::IAM::Role")["ChatFunctionRole"]["Properties"]
-    statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
-    assert len(statements) == 1
-    (statement,) = statements
-    assert statement["Effect"] == "Allow"
-    assert statement["Action"] == "lambda:InvokeFunction"
-    assert statement["Resource"] == {"Fn::GetAtt": ["RunnerFunction", "Arn"]}
     managed = [json.dumps(arn) for arn in role["ManagedPolicyArns"]]
     assert len(managed) == 1
     assert "AWSLambdaBasicExecutionRole" in managed[0]
@@ -67,12 +74,15 @@ def test_http_api_routes_go_to_chat_only(cfn: dict[str, Any]) -> None:
     template = load_template()
     events = template["Resources"]["ChatFunction"]["Properties"]["Events"]
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
-    assert routes == {("POST", "/chat"), ("GET", "/healthz"), ("GET", "/readyz")}
+    assert routes == {
+        ("POST", "/chat"), ("GET", "/healthz"), ("GET", "/readyz"),
+        ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
+    }  # fmt: skip
     assert "Events" not in template["Resources"]["RunnerFunction"]["Properties"]
     api = resources_of_type(cfn, "AWS::ApiGatewayV2::Api")
     assert list(api) == ["ChatApi"]
     paths = api["ChatApi"]["Properties"]["Body"]["paths"]
-    assert set(paths) == {"/chat", "/healthz", "/readyz"}
+    assert set(paths) == {"/chat", "/healthz", "/readyz", "/v1/jobs", "/v1/jobs/{id}"}
     for operations in paths.values():
         for operation in operations.values():
             uri = json.dumps(operation["x-amazon-apigateway-integration"]["uri"])
@@ -106,3 +116,37 @@ def test_outputs_give_the_chat_url(cfn: dict[str, Any]) -> None:
         "Fn::Sub": "https://${ChatApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/chat"
     }
     assert load_template()["Parameters"]["OllamaHost"].get("Default") is None  # required
+
+
+def test_jobs_table_is_on_demand_with_a_ttl(cfn: dict[str, Any]) -> None:
+    table = resources_of_type(cfn, "AWS::DynamoDB::Table")["JobsTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_runner_events_wait_in_lambdas_queue_without_retries_then_reach_the_failure_handler(
+    cfn: dict[str, Any],
+) -> None:
+    (config,) = resources_of_type(cfn, "AWS::Lambda::EventInvokeConfig").values()
+    properties = config["Properties"]
+    assert properties["FunctionName"] == {"Ref": "RunnerFunction"}
+    assert properties["MaximumRetryAttempts"] == 0
+    assert properties["MaximumEventAgeInSeconds"] == 900
+    on_failure = properties["DestinationConfig"]["OnFailure"]["Destination"]
+    assert on_failure == {"Fn::GetAtt": ["JobFailureFunction", "Arn"]}
+    chat_env = resources_of_type(cfn, "AWS::Lambda::Function")["ChatFunction"]["Properties"]["Environment"]
+    assert chat_env["Variables"]["JOB_START_DEADLINE_S"] == str(properties["MaximumEventAgeInSeconds"])
+    failures = resources_of_type(cfn, "AWS::Lambda::Function")["JobFailureFunction"]["Properties"]
+    assert failures["Handler"] == "runner.job_failures.handler"
+
+
+def test_runner_and_failure_handler_get_only_the_table_actions_they_need(cfn: dict[str, Any]) -> None:
+    needed = {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": TABLE_ARN}
+    runner = _statements(cfn, "RunnerFunctionRole")
+    assert needed in runner
+    # besides the table, only what SAM adds to reach the on-failure destination
+    others = [s for s in runner if s != needed]
+    assert all("lambda:InvokeFunction" in json.dumps(s["Action"]) for s in others)
+    assert all("JobFailureFunction" in json.dumps(s["Resource"]) for s in others)
+    assert _statements(cfn, "JobFailureFunctionRole") == [needed]
