@@ -68,6 +68,15 @@ def test_only_chat_is_published(compose: dict[str, Any]) -> None:
     assert "/readyz" in services["runner"]["healthcheck"]["test"][-1]
 
 
+def test_chat_and_runner_share_the_jobs_directory(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("chat", "runner"):
+        assert services[name]["environment"]["JOBS_DIR"] == "/data/jobs"
+        assert "jobs-data:/data/jobs" in services[name]["volumes"]
+        assert "chown app /data/jobs" in (REPO / f"functions/{name}/Dockerfile").read_text()
+    assert "jobs-data" in compose["volumes"]
+
+
 def test_runner_workers_share_one_lock(compose: dict[str, Any]) -> None:
     runner = compose["services"]["runner"]["environment"]
     assert int(runner["RUNNER_WORKERS"]) >= 2

@@ -14,7 +14,9 @@ ERROR_CODES = [
     "invalid_json", "invalid_request", "body_too_large", "prompt_too_long", "body_read_timeout",
     "model_not_found", "not_found", "method_not_allowed", "queue_full", "queue_timeout", "runner_busy",
     "not_ready", "upstream_error", "upstream_unavailable", "upstream_timeout", "internal_error",
+    "job_not_found", "job_finished", "idempotency_conflict",
 ]  # fmt: skip
+JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 
 ERROR_STATUSES = {
     "400": "The body is not JSON (`invalid_json`).",
@@ -27,6 +29,23 @@ ERROR_STATUSES = {
     "(`queue_full`, `queue_timeout`, `runner_busy`); see `Retry-After`.",
     "504": "Ollama or the runner went silent past its deadline (`upstream_timeout`).",
 }
+
+
+def chat_request_properties(settings: Settings, text: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "prompt": text,
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_MESSAGES,
+            "items": {"$ref": "#/components/schemas/ChatMessage"},
+        },
+        "model": {"enum": list(settings.allowed_models), "default": settings.default_model},
+        "system": {"type": "string", "maxLength": settings.max_prompt_chars},
+        "options": {"$ref": "#/components/schemas/Options"},
+        "stream": {"type": "boolean", "default": False},
+        "keep_alive": {"type": ["string", "number"], "maxLength": 32},
+    }
 
 
 def _schemas(settings: Settings) -> dict[str, Any]:
@@ -78,20 +97,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "description": "Exactly one of `prompt` and `messages`. The whole text (prompt or message "
             f"contents, plus system) may hold at most {settings.max_prompt_chars} characters.",
             "oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
-            "properties": {
-                "prompt": text,
-                "messages": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": MAX_MESSAGES,
-                    "items": {"$ref": "#/components/schemas/ChatMessage"},
-                },
-                "model": {"enum": list(settings.allowed_models), "default": settings.default_model},
-                "system": {"type": "string", "maxLength": settings.max_prompt_chars},
-                "options": {"$ref": "#/components/schemas/Options"},
-                "stream": {"type": "boolean", "default": False},
-                "keep_alive": {"type": ["string", "number"], "maxLength": 32},
-            },
+            "properties": chat_request_properties(settings, text),
         },
         "ChatResponse": {
             "type": "object",
@@ -121,6 +127,51 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 {"$ref": "#/components/schemas/Error"},
             ],
         },
+        "JobRequest": {
+            "description": "The same body as /chat, without `stream`.",
+            "type": "object",
+            "additionalProperties": False,
+            "oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
+            "properties": {k: v for k, v in chat_request_properties(settings, text).items() if k != "stream"},
+        },
+        "JobCreated": {
+            "type": "object",
+            "required": ["id", "status", "created_at"],
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"enum": JOB_STATUSES},
+                "created_at": {"type": "string", "format": "date-time"},
+            },
+        },
+        "Job": {
+            "type": "object",
+            "required": [
+                "id",
+                "status",
+                "model",
+                "created_at",
+                "started_at",
+                "finished_at",
+                "response",
+                "usage",
+                "timings",
+                "error",
+                "queue_position",
+            ],
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"enum": JOB_STATUSES},
+                "model": {"type": "string"},
+                "created_at": {"type": "string", "format": "date-time"},
+                "started_at": {"type": ["string", "null"], "format": "date-time"},
+                "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                "response": {"type": "string", "description": "Partial while running, final once succeeded."},
+                "usage": {"oneOf": [usage, {"type": "null"}]},
+                "timings": {"oneOf": [timings, {"type": "null"}]},
+                "error": {"type": ["object", "null"]},
+                "queue_position": {"type": ["integer", "null"], "description": "Where a queued job waits, when known."},
+            },
+        },
         "Error": {
             "type": "object",
             "required": ["error"],
@@ -138,6 +189,13 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 }
             },
         },
+    }
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
     }
 
 
@@ -201,6 +259,54 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         **chat_errors,
                     },
                 }
+            },
+            "/v1/jobs": {
+                "post": {
+                    "operationId": "createJob",
+                    "summary": "Queue a generation; poll it with GET /v1/jobs/{id}.",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 255},
+                            "description": "The same key within 24 h returns the same job.",
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}},
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "Queued (or, with a known Idempotency-Key, the existing job).",
+                            "headers": {"Location": {"schema": {"type": "string"}}},
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreated"}}},
+                        },
+                        **{k: v for k, v in chat_errors.items() if k != "504"},
+                        "422": _error("Not a valid request, or an Idempotency-Key reused with another body."),
+                    },
+                }
+            },
+            "/v1/jobs/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {
+                    "operationId": "getJob",
+                    "summary": "A job's status and (partial) response.",
+                    "responses": {
+                        "200": _json("The job.", "Job"),
+                        "404": _error("No such job, or it is past its 24 h lifetime (`job_not_found`)."),
+                    },
+                },
+                "delete": {
+                    "operationId": "cancelJob",
+                    "summary": "Cancel a queued or running job.",
+                    "responses": {
+                        "200": _json("Cancelled.", "Job"),
+                        "404": _error("No such job (`job_not_found`)."),
+                        "409": _error("The job has already finished (`job_finished`)."),
+                    },
+                },
             },
             "/healthz": {
                 "get": {"operationId": "healthz", "summary": "Liveness (no upstream call).", "responses": health}

@@ -1,0 +1,60 @@
+"""GET /openapi.json: a valid OpenAPI 3.1 document, and real responses conform to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from tests.fake_ollama import FakeOllama
+
+
+@pytest.fixture
+async def document(chat_client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await chat_client.get("/openapi.json")
+    assert response.status_code == 200
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+def conforms(document: dict[str, Any], schema_name: str, instance: Any) -> list[str]:
+    resource = Resource.from_contents(document, default_specification=DRAFT202012)
+    registry: Registry = Registry().with_resource("urn:chat-openapi", resource)
+    validator = Draft202012Validator({"$ref": f"urn:chat-openapi#/components/schemas/{schema_name}"}, registry=registry)
+    return [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(instance)]
+
+
+async def test_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
+    assert document["openapi"] == "3.1.0"
+    validate(document)
+    assert set(document["paths"]) == {"/chat", "/healthz", "/readyz", "/v1/jobs", "/v1/jobs/{id}"}
+
+
+async def test_real_responses_conform(document: dict[str, Any], chat_client: httpx.AsyncClient) -> None:
+    reply = await chat_client.post("/chat", json={"prompt": "does it conform"})
+    assert conforms(document, "ChatResponse", reply.json()) == []
+    stream = await chat_client.post("/chat", json={"prompt": "a b", "stream": True})
+    for line in stream.text.splitlines():
+        assert conforms(document, "StreamLine", httpx.Response(200, content=line).json()) == []
+    error = await chat_client.post("/chat", json={"prompt": ""})
+    assert conforms(document, "Error", error.json()) == []
+
+
+async def test_schema_rejects_what_the_api_rejects(document: dict[str, Any]) -> None:
+    assert conforms(document, "ChatRequest", {"prompt": "ok"}) == []
+    assert conforms(document, "ChatRequest", {"prompt": "ok", "model": "tinyllama", "stream": True}) == []
+    for bad in ({}, {"prompt": ""}, {"prompt": "a", "messages": []}, {"prompt": "a", "extra": 1},
+                {"prompt": "a", "options": {"num_gpu": 1}}, {"prompt": "a", "model": "nope"}):  # fmt: skip
+        assert conforms(document, "ChatRequest", bad) != [], bad
+
+
+async def test_job_view_conforms(document: dict[str, Any], chat_client: httpx.AsyncClient, fake: FakeOllama) -> None:
+    created = await chat_client.post("/v1/jobs", json={"prompt": "job schema"})
+    assert conforms(document, "JobCreated", created.json()) == []
+    job = await chat_client.get(created.headers["location"])
+    assert conforms(document, "Job", job.json()) == []
