@@ -1,4 +1,4 @@
-"""Chat's client for the runner: one ``httpx.AsyncClient`` per process, errors translated here, once.
+"""Chat's client for the runner: one per process, errors translated here, once.
 
 Everything chat knows about reaching the runner is in this module, so the transport can change
 (an ``httpx`` transport for tests, the Lambda invoke transport on AWS) without touching the app.
@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import httpx
 from servicekit.generation import GenerationRequest
+from servicekit.upstream import Upstream
 
 from chat.errors import RELAYED_HEADERS, RunnerRefused, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from chat.lambda_transport import ASYNC_INVOKE, NO_BUSY_RETRY
@@ -47,13 +48,7 @@ class RunnerClient:
         timeout: httpx.Timeout,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=timeout,
-            transport=transport,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        self._http = Upstream(base_url, timeout=timeout, transport=transport, max_connections=256)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -65,7 +60,10 @@ class RunnerClient:
     async def run(self, model: str, body: GenerationRequest, request_id: str) -> tuple[dict[str, Any], httpx.Headers]:
         """A whole generation: the runner's reply and headers, or the runner's error raised."""
         try:
-            response = await self._http.post(self._path(model), json=body, headers={"X-Request-ID": request_id})
+            request = self._http.request(
+                "POST", self._path(model), json_body=body, headers={"X-Request-ID": request_id}
+            )
+            response = await self._http.send(request)
         except httpx.HTTPError as exc:
             raise _translate(exc) from exc
         if response.status_code != 200:
@@ -88,9 +86,10 @@ class RunnerClient:
         the runner request (and so the runner's request to Ollama).
         """
         try:
-            async with self._http.stream(
-                "POST", self._path(model), json=body, headers={"X-Request-ID": request_id}
-            ) as response:
+            request = self._http.request(
+                "POST", self._path(model), json_body=body, headers={"X-Request-ID": request_id}
+            )
+            async with self._http.stream(request) as response:
                 if response.status_code != 200:
                     raise _refusal(response, await response.aread())
                 yield self._lines(response), response.headers
@@ -103,17 +102,18 @@ class RunnerClient:
             async for line in response.aiter_lines():
                 if line:
                     yield line
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout("The runner went silent in the middle of the stream.") from exc
         except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
+            raise UpstreamError(f"The connection to the runner broke mid-stream: {type(exc).__name__}.") from exc
 
     async def start_job(self, job_id: str, request_id: str) -> None:
         """Ask the runner to run a stored job (on AWS: an asynchronous invoke, queued by Lambda)."""
         try:
-            response = await self._http.post(
-                f"/v1/jobs/{job_id}/run",
-                headers={"X-Request-ID": request_id},
-                extensions={ASYNC_INVOKE: True},
+            request = self._http.request(
+                "POST", f"/v1/jobs/{job_id}/run", headers={"X-Request-ID": request_id}, extensions={ASYNC_INVOKE: True}
             )
+            response = await self._http.send(request)
         except httpx.HTTPError as exc:
             raise _translate(exc) from exc
         if response.status_code not in (200, 202):
@@ -122,12 +122,14 @@ class RunnerClient:
     async def ready(self, request_id: str) -> tuple[int, dict[str, Any]]:
         """The runner's /readyz status and body."""
         try:
-            response = await self._http.get(
+            request = self._http.request(
+                "GET",
                 "/readyz",
                 headers={"X-Request-ID": request_id},
-                timeout=5.0,
+                timeout=httpx.Timeout(5.0),
                 extensions={NO_BUSY_RETRY: True},  # a probe must answer now, not retry a busy runner
             )
+            response = await self._http.send(request)
         except httpx.HTTPError as exc:
             raise _translate(exc) from exc
         try:

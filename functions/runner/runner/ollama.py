@@ -1,4 +1,4 @@
-"""The runner's Ollama client: one ``httpx.AsyncClient`` per process; httpx errors are translated here, once.
+"""The runner's Ollama client: one per process; httpx errors are translated here, once.
 
 The transport is the test seam: pass ``httpx.ASGITransport(fake_ollama)`` to talk to an app
 in-process instead of a socket.
@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import httpx
+from servicekit.upstream import Upstream
 
 from runner.errors import ModelNotFound, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from runner.wire import OllamaChunk, OllamaEndpoint, OllamaRequest
@@ -63,14 +64,8 @@ class OllamaClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=timeout,
-            transport=transport,
-            # Ollama is ours and local: no proxies from the environment, no redirects.
-            trust_env=False,
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
-        )
+        # One generation at a time: a few connections (the generation, a readiness probe) suffice.
+        self._http = Upstream(base_url, timeout=timeout, transport=transport, max_connections=4)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -78,7 +73,7 @@ class OllamaClient:
     async def version(self) -> str:
         """Ollama's version; raises :class:`UpstreamError` when it does not answer properly."""
         try:
-            response = await self._http.get("/api/version", timeout=httpx.Timeout(2.0))
+            response = await self._http.send(self._http.request("GET", "/api/version", timeout=httpx.Timeout(2.0)))
         except httpx.HTTPError as exc:
             raise _translate(exc, self.base_url) from exc
         _raise_for_status(response, response.content, "")
@@ -88,7 +83,7 @@ class OllamaClient:
     async def generate(self, endpoint: OllamaEndpoint, body: OllamaRequest) -> OllamaChunk:
         """A whole, non-streamed generation."""
         try:
-            response = await self._http.post(f"/api/{endpoint}", json=body)
+            response = await self._http.send(self._http.request("POST", f"/api/{endpoint}", json_body=body))
         except httpx.HTTPError as exc:
             raise _translate(exc, self.base_url) from exc
         _raise_for_status(response, response.content, body["model"])
@@ -101,7 +96,8 @@ class OllamaClient:
         Leaving the ``async with`` closes the connection to Ollama, which stops the generation.
         """
         try:
-            async with self._http.stream("POST", f"/api/{endpoint}", json=body) as response:
+            request = self._http.request("POST", f"/api/{endpoint}", json_body=body)
+            async with self._http.stream(request) as response:
                 if response.status_code >= 400:
                     _raise_for_status(response, await response.aread(), body["model"])
                 yield self._chunks(response)
@@ -113,5 +109,8 @@ class OllamaClient:
             async for line in response.aiter_lines():
                 if line.strip():
                     yield _parse_chunk(line)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout("Ollama went silent in the middle of the generation.") from exc
         except httpx.HTTPError as exc:
-            raise _translate(exc, self.base_url) from exc
+            # Whatever the transport calls it, a failure here is a connection that broke mid-stream.
+            raise UpstreamError(f"The connection to Ollama broke mid-stream: {type(exc).__name__}.") from exc

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 
 from servicekit.errors import BodyReadTimeout, BodyTooLarge, InvalidJSON, InvalidRequest
@@ -19,7 +19,7 @@ async def read_body(request: Request, *, max_bytes: int, timeout_s: float) -> by
     size = 0
     try:
         # A client that trickles its body must not hold a connection (and memory) forever.
-        with anyio.fail_after(timeout_s):
+        async with asyncio.timeout(timeout_s):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > max_bytes:
