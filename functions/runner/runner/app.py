@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -75,6 +76,9 @@ class Runner:
         if not stream:
             async with self.slot.hold(timeout_s) as ticket:
                 final = await self.ollama.generate(endpoint, body)
+            # Let the next waiter (granted the slot just now) send its request to Ollama before
+            # this reply is encoded and written: the handoff gap is Ollama's idle time.
+            await asyncio.sleep(0)
             reply: RunReply = {
                 "model": model,
                 "response": chunk_text(final),

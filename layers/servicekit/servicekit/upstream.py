@@ -16,10 +16,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
+    # Imported on first use: aiohttp is ~100 ms of a cold start, and chat on AWS never needs it.
+    from httpx_aiohttp import AiohttpTransport
+
     # trust_env=False: these upstreams are ours; no proxy or certificate settings from the environment.
     return AiohttpTransport(trust_env=False, limits=httpx.Limits(max_connections=max_connections))
 
@@ -35,7 +37,17 @@ class Upstream:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeout = timeout.as_dict()
-        self._transport = transport or default_transport(max_connections)
+        self._given_transport = transport
+        self._max_connections = max_connections
+        self._default: httpx.AsyncBaseTransport | None = None
+
+    @property
+    def _transport(self) -> httpx.AsyncBaseTransport:
+        if self._given_transport is not None:
+            return self._given_transport
+        if self._default is None:
+            self._default = default_transport(self._max_connections)
+        return self._default
 
     def request(
         self,
@@ -78,4 +90,5 @@ class Upstream:
             await response.aclose()
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        if self._given_transport is not None or self._default is not None:
+            await self._transport.aclose()

@@ -15,10 +15,6 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import aiofiles
-import aiofiles.os
-from filelock import AsyncFileLock
-
 from servicekit.errors import IdempotencyConflict
 from servicekit.jobs.model import CANCELLABLE, Job, overdue
 from servicekit.jobs.store import Outcome
@@ -43,6 +39,8 @@ class FileJobStore:
 
     @asynccontextmanager
     async def _locked(self, name: str) -> AsyncIterator[None]:
+        from filelock import AsyncFileLock  # on first use: ~50 ms of a cold start otherwise
+
         # One lock object per acquisition: a shared AsyncFileLock would be re-entrant.
         lock = AsyncFileLock(
             str(self.directory / f"{name}.lock"), timeout=LOCK_TIMEOUT_S, poll_interval=LOCK_POLL_S,
@@ -52,6 +50,8 @@ class FileJobStore:
             yield
 
     async def _read(self, name: str) -> dict[str, Any] | None:
+        import aiofiles  # on first use, like the lock: only processes that touch jobs pay for it
+
         try:
             async with aiofiles.open(self._path(name)) as file:
                 data: dict[str, Any] = json.loads(await file.read())
@@ -60,6 +60,9 @@ class FileJobStore:
             return None
 
     async def _write(self, name: str, data: dict[str, Any]) -> None:
+        import aiofiles
+        import aiofiles.os
+
         target = self._path(name)
         temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         async with aiofiles.open(temporary, "w") as file:
@@ -67,6 +70,8 @@ class FileJobStore:
         await aiofiles.os.replace(temporary, target)
 
     async def _remove(self, name: str) -> None:
+        import aiofiles.os
+
         for path in (self._path(name), self.directory / f"{name}.lock"):
             with suppress(FileNotFoundError):
                 await aiofiles.os.remove(path)
