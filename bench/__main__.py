@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from bench.extra import first_response_ms, import_ms, overload, peak_rss_mb, python_processes, slot_handoff_ms
 from bench.measure import Latency, burst, first_byte_ms, median, sequential_ms
 from bench.stack import stack
 
@@ -79,6 +80,8 @@ async def handoff(workers: int, clients: int, per_client: int, token_delay_s: fl
             await client.post(f"{s.ollama_url}/_fake/reset")
             result = await burst(url, PROMPT, clients, per_client)
             stats = (await client.get(f"{s.ollama_url}/_fake/stats")).json()
+            runner_rss = max(peak_rss_mb(pid) for pid in python_processes(s.runner_pid))
+            chat_rss = peak_rss_mb(s.chat_pid)
     generations = clients * per_client
     gaps = stats["gaps_ms"]
     generation_s = 3 * token_delay_s
@@ -86,9 +89,12 @@ async def handoff(workers: int, clients: int, per_client: int, token_delay_s: fl
     label = f"{workers} runner process{'es' if workers > 1 else ''}"
     if stats["peak"] != 1 or result.statuses != {200: generations}:
         raise RuntimeError(f"handoff run broke the contract: peak={stats['peak']} statuses={result.statuses}")
+    slot_median, slot_p95 = slot_handoff_ms(workers)
     return [
-        Row(f"handoff gap median, {label}", median(gaps), "ms", f"<= {target:g}", median(gaps) <= target),
-        Row(f"handoff gap p95, {label}", sorted(gaps)[int(len(gaps) * 0.95)], "ms", "(report)", None),
+        Row(f"slot handoff median (no HTTP), {label}", slot_median, "ms", f"<= {target:g}", slot_median <= target),
+        Row(f"slot handoff p95 (no HTTP), {label}", slot_p95, "ms", "(report)", None),
+        Row(f"handoff gap at Ollama median, {label}", median(gaps), "ms", f"<= {target:g}", median(gaps) <= target),
+        Row(f"handoff gap at Ollama p95, {label}", sorted(gaps)[int(len(gaps) * 0.95)], "ms", "(report)", None),
         Row(
             f"wall / ideal ({generations} x {generation_s * 1000:g} ms), {label}",
             result.wall_s / ideal_s,
@@ -96,7 +102,41 @@ async def handoff(workers: int, clients: int, per_client: int, token_delay_s: fl
             "(report)",
             None,
         ),
+        Row(f"peak RSS of a runner process, {label}", runner_rss, "MB", "<= 60", runner_rss <= 60),
+        Row(f"peak RSS of chat, {label}", chat_rss, "MB", "<= 60", chat_rss <= 60),
     ]
+
+
+async def rejections(seconds: float) -> list[Row]:
+    """A full queue: one generation holds the slot, MAX_QUEUE=2 are waiting, everyone else gets 503."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), token_delay_s=5.0, max_queue=2) as s:
+        async with httpx.AsyncClient(timeout=60) as client:
+            holders = [asyncio.create_task(client.post(f"{s.chat_url}/chat", json=PROMPT)) for _ in range(3)]
+            await asyncio.sleep(0.5)
+            for name, url, body in (("runner", f"{s.runner_url}/v1/run/tinyllama", PROMPT),
+                                    ("chat -> runner", f"{s.chat_url}/chat", PROMPT)):  # fmt: skip
+                per_s, p50, statuses = await overload(url, body, clients=32, seconds=seconds)
+                if set(statuses) != {503}:
+                    raise RuntimeError(f"overload run answered {statuses}")
+                rows.append(Row(f"503 rejections per second, {name}", per_s, "/s", ">= 1500", per_s >= 1500))
+                rows.append(Row(f"503 latency p50 under overload, {name}", p50, "ms", "(report)", None))
+            for task in holders:
+                task.cancel()
+            await asyncio.gather(*holders, return_exceptions=True)
+    return rows
+
+
+def cold_start() -> list[Row]:
+    rows = []
+    for module in ("chat.handler", "runner.handler"):
+        ms = import_ms(module)
+        rows.append(Row(f"import {module} (fresh process)", ms, "ms", "<= 250", ms <= 250))
+    with tempfile.TemporaryDirectory() as tmp:
+        for function, env in (("chat", {}), ("runner", {"LOCK_PATH": str(Path(tmp) / "cold.lock")})):
+            ms = first_response_ms(function, env)
+            rows.append(Row(f"{function}: spawn to first response (uvicorn)", ms, "ms", "(report)", None))
+    return rows
 
 
 async def run(quick: bool) -> list[Row]:
@@ -104,6 +144,8 @@ async def run(quick: bool) -> list[Row]:
     rows = await added_latency(rounds, count)
     for workers in (1, 4):
         rows += await handoff(workers, clients=32, per_client=2 if quick else 4, token_delay_s=0.005)
+    rows += await rejections(seconds=2.0 if quick else 4.0)
+    rows += cold_start()
     return rows
 
 

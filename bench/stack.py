@@ -17,6 +17,8 @@ class Stack:
     ollama_url: str
     runner_url: str
     chat_url: str
+    runner_pid: int
+    chat_pid: int
 
 
 @contextmanager
@@ -47,8 +49,8 @@ def stack(
             "LOCK_PATH": str(lock_dir / f"bench-{free_port()}.lock"),
             "MAX_QUEUE": str(max_queue),
         }
-        runner_url, _ = stack_.enter_context(
+        runner_url, runner = stack_.enter_context(
             uvicorn_process("runner", "runner.app:app", runner_env, extra_args=("--workers", str(runner_workers)))
         )
-        chat_url, _ = stack_.enter_context(uvicorn_process("chat", "chat.app:app", {"RUNNER_URL": runner_url}))
-        yield Stack(ollama_url, runner_url, chat_url)
+        chat_url, chat = stack_.enter_context(uvicorn_process("chat", "chat.app:app", {"RUNNER_URL": runner_url}))
+        yield Stack(ollama_url, runner_url, chat_url, runner.pid, chat.pid)
