@@ -33,9 +33,10 @@ BAD_REQUESTS: list[tuple[str, Any, int, str]] = [
     ("messages empty", {"messages": []}, 422, "invalid_request"),
     ("message without role", {"messages": [{"content": "hi"}]}, 422, "invalid_request"),
     ("message bad role", {"messages": [{"role": "god", "content": "hi"}]}, 422, "invalid_request"),
+    ("message role object", {"messages": [{"role": {}, "content": "hi"}]}, 422, "invalid_request"),
+    ("message role list", {"messages": [{"role": ["user"], "content": "hi"}]}, 422, "invalid_request"),
     ("message content not text", {"messages": [{"role": "user", "content": 1}]}, 422, "invalid_request"),
     ("message extra field", {"messages": [{"role": "user", "content": "x", "images": []}]}, 422, "invalid_request"),
-    ("messages all blank", {"messages": [{"role": "user", "content": " "}]}, 422, "invalid_request"),
     ("unknown field", {"prompt": "hi", "format": "json"}, 422, "invalid_request"),
     ("system not text", {"prompt": "hi", "system": ["x"]}, 422, "invalid_request"),
     ("stream not bool", {"prompt": "hi", "stream": "yes"}, 422, "invalid_request"),
@@ -52,9 +53,9 @@ BAD_REQUESTS: list[tuple[str, Any, int, str]] = [
     ("keep_alive object", {"prompt": "hi", "keep_alive": {}}, 422, "invalid_request"),
     ("model not text", {"prompt": "hi", "model": 7}, 422, "invalid_request"),
     ("model not allowed", {"prompt": "hi", "model": "llama3:70b"}, 404, "model_not_found"),
-    ("prompt too long", {"prompt": "x" * 16_001}, 413, "prompt_too_long"),
-    ("system pushes past the limit", {"prompt": "x" * 16_000, "system": "y"}, 413, "prompt_too_long"),
-    ("messages too long", {"messages": [{"role": "user", "content": "x" * 9000}] * 2}, 413, "prompt_too_long"),
+    ("prompt too long", {"prompt": "x" * 16_001}, 422, "prompt_too_long"),
+    ("system pushes past the limit", {"prompt": "x" * 16_000, "system": "y"}, 422, "prompt_too_long"),
+    ("messages too long", {"messages": [{"role": "user", "content": "x" * 9000}] * 2}, 422, "prompt_too_long"),
 ]  # fmt: skip
 
 

@@ -137,8 +137,7 @@ def create_app(
             Route("/readyz", chat.readyz, methods=["GET"]),
             Route("/openapi.json", chat.openapi_json, methods=["GET"]),
             Route("/v1/jobs", jobs.create, methods=["POST"]),
-            Route("/v1/jobs/{job_id}", jobs.get, methods=["GET"]),
-            Route("/v1/jobs/{job_id}", jobs.cancel, methods=["DELETE"]),
+            Route("/v1/jobs/{job_id}", jobs.job, methods=["GET", "DELETE"]),
         ],
         middleware=[
             Middleware(RequestIdMiddleware),

@@ -14,7 +14,7 @@ from typing import Any
 from servicekit.body import read_json_object
 from servicekit.errors import JobFinished, JobNotFound, ServiceError
 from servicekit.generation import GenerationRequest, parse_generation_request
-from servicekit.jobs.model import FINISHED, new_job, view
+from servicekit.jobs.model import FINISHED, Job, is_job_id, new_job, view
 from servicekit.jobs.store import JobStore
 from servicekit.requestid import request_id_of
 from starlette.requests import Request
@@ -62,19 +62,24 @@ class JobsEndpoints:
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(body, status_code=202, headers=headers)
 
-    async def get(self, request: Request) -> Response:
+    async def job(self, request: Request) -> Response:
+        """``GET`` or ``DELETE /v1/jobs/{id}`` (one route, so a 405 lists both methods)."""
+        return await (self.cancel(request) if request.method == "DELETE" else self.get(request))
+
+    async def _existing(self, request: Request, now: float) -> Job:
         job_id = request.path_params["job_id"]
-        job = await self.store.get(job_id, now=time.time())
+        job = await self.store.get(job_id, now=now) if is_job_id(job_id) else None
         if job is None:
-            raise JobNotFound(f"There is no job {job_id} (jobs are kept {self.settings.job_ttl_s / 3600:g} h).")
-        return JSONResponse(view(job))
+            raise JobNotFound(f"There is no job {job_id!r} (jobs are kept {self.settings.job_ttl_s / 3600:g} h).")
+        return job
+
+    async def get(self, request: Request) -> Response:
+        return JSONResponse(view(await self._existing(request, time.time())))
 
     async def cancel(self, request: Request) -> Response:
-        job_id = request.path_params["job_id"]
         now = time.time()
-        job = await self.store.get(job_id, now=now)
-        if job is None:
-            raise JobNotFound(f"There is no job {job_id}.")
+        job = await self._existing(request, now)
+        job_id = job["id"]
         if job["status"] in FINISHED:
             raise JobFinished(f"Job {job_id} has already finished ({job['status']}).")
         after = await self.store.cancel(job_id, now=now)

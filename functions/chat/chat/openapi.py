@@ -22,8 +22,9 @@ ERROR_STATUSES = {
     "400": "The body is not JSON (`invalid_json`).",
     "404": "The model is not allowed here or Ollama does not have it (`model_not_found`).",
     "408": "The body did not arrive in time (`body_read_timeout`).",
-    "413": "The body or the prompt is too large (`body_too_large`, `prompt_too_long`).",
-    "422": "The body is JSON but not a valid request (`invalid_request`).",
+    "413": "The body is larger than MAX_BODY_BYTES (`body_too_large`).",
+    "422": "The body is JSON but not a valid request (`invalid_request`), or its text is longer than "
+    "MAX_PROMPT_CHARS (`prompt_too_long`).",
     "502": "The runner or Ollama failed or cannot be reached (`upstream_error`, `upstream_unavailable`).",
     "503": "The one generation slot is busy for longer than the request may wait "
     "(`queue_full`, `queue_timeout`, `runner_busy`); see `Retry-After`.",
@@ -44,7 +45,7 @@ def chat_request_properties(settings: Settings, text: dict[str, Any]) -> dict[st
         "system": {"type": "string", "maxLength": settings.max_prompt_chars},
         "options": {"$ref": "#/components/schemas/Options"},
         "stream": {"type": "boolean", "default": False},
-        "keep_alive": {"type": ["string", "number"], "maxLength": 32},
+        "keep_alive": {"type": ["string", "number"], "minLength": 1, "maxLength": 32},
     }
 
 
@@ -235,7 +236,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "name": "X-Request-ID",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "maxLength": 128},
+                            "schema": {"type": "string"},
+                            "description": "Echoed back and passed on; a value that is not 1-128 characters of "
+                            "`A-Z a-z 0-9 . _ : -` is replaced by a generated id (never refused).",
                         },
                     ],
                     "requestBody": {
@@ -269,7 +272,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "maxLength": 255},
+                            "schema": {"type": "string"},
                             "description": "The same key within 24 h returns the same job.",
                         }
                     ],

@@ -23,6 +23,7 @@ from servicekit.errors import (
 )
 from servicekit.generation import parse_generation_request
 from servicekit.jobs.factory import job_store as build_job_store
+from servicekit.jobs.model import is_job_id
 from servicekit.jobs.store import JobStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
@@ -124,7 +125,7 @@ class Runner:
         """Run a stored job: inline on Lambda (the invocation is the worker), in the background elsewhere."""
         job_id = request.path_params["job_id"]
         now = time.time()
-        job = await self.jobs.store.get(job_id, now=now)
+        job = await self.jobs.store.get(job_id, now=now) if is_job_id(job_id) else None
         if job is None:
             raise JobNotFound(f"There is no job {job_id}.")
         if job["status"] != "queued":  # a duplicate delivery: it ran, or it will not run

@@ -7,7 +7,7 @@
     │   ├── InvalidJSON               400 invalid_json
     │   ├── InvalidRequest            422 invalid_request
     │   ├── BodyTooLarge              413 body_too_large
-    │   ├── PromptTooLong             413 prompt_too_long
+    │   ├── PromptTooLong             422 prompt_too_long
     │   ├── BodyReadTimeout           408 body_read_timeout
     │   ├── ModelNotFound             404 model_not_found
     │   ├── JobNotFound               404 job_not_found
@@ -95,7 +95,8 @@ class BodyTooLarge(ClientError):
 
 
 class PromptTooLong(ClientError):
-    status = 413
+    # 422, not 413: the body is within its size limit; what it asks for is too long.
+    status = 422
     code = "prompt_too_long"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from typing import Any, Literal, NotRequired, TypedDict, get_args
+from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
 
 from servicekit.errors import InvalidRequest, PromptTooLong
 
@@ -77,13 +77,11 @@ def _messages(value: object) -> list[ChatMessage]:
         if not isinstance(item, dict) or set(item) != {"role", "content"}:
             raise InvalidRequest(f"messages[{index}] must be an object with exactly 'role' and 'content'.")
         role, content = item["role"], item["content"]
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise InvalidRequest(f"messages[{index}].role must be one of {sorted(ROLES)}.")
         if not isinstance(content, str):
             raise InvalidRequest(f"messages[{index}].content must be a string.")
-        messages.append({"role": role, "content": content})
-    if not any(m["content"].strip() for m in messages):
-        raise InvalidRequest("'messages' must contain some text.")
+        messages.append({"role": cast(Role, role), "content": content})
     return messages
 
 
@@ -103,9 +101,11 @@ def _options(value: object) -> GenerationOptions:
     for name in _INT_OPTIONS:
         if name in value:
             number = value[name]
-            if not isinstance(number, int) or isinstance(number, bool) or abs(number) >= _INT_LIMIT:
+            # JSON Schema counts 3.0 as an integer, and so do we.
+            whole = isinstance(number, int) or (isinstance(number, float) and number.is_integer())
+            if not whole or isinstance(number, bool) or abs(number) >= _INT_LIMIT:
                 raise InvalidRequest(f"options.{name} must be a whole number below 2^31 in size.")
-            options[name] = number
+            options[name] = int(number)
     if "num_ctx" in options and options["num_ctx"] < 1:
         raise InvalidRequest("options.num_ctx must be at least 1.")
     if "stop" in value:

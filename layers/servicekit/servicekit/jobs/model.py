@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict
@@ -47,6 +48,14 @@ class JobView(TypedDict):
     timings: dict[str, Any] | None
     error: dict[str, Any] | None
     queue_position: int | None
+
+
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def is_job_id(value: str) -> bool:
+    """Job ids are 32 lowercase hex digits; anything else names no job (and never reaches a store)."""
+    return bool(JOB_ID.match(value))
 
 
 def request_hash(model: str, request: dict[str, Any]) -> str:
