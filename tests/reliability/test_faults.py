@@ -1,0 +1,106 @@
+"""Injected faults over real sockets: Ollama killed mid-stream, a runner killed while it holds the slot.
+
+(Elsewhere: Ollama stalling -> 504 and refusing connections -> 502 in test_upstream_errors.py;
+clients leaving while queued or streaming in test_real_servers.py; a runner killed mid-job in
+tests/jobs/test_runner_killed.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from chat.app import create_app as create_chat_app
+from chat.settings import Settings as ChatSettings
+from runner.app import create_app as create_runner_app
+from runner.settings import Settings as RunnerSettings
+from servicekit.jobs.factory import JobStoreSettings
+
+from tests.fake_ollama import FakeOllama
+from tests.servers import REPO, free_port, serve_in_thread, service_env, uvicorn_process, wait_until_up
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def fake_ollama_process(port: int, token_delay_s: float, tokens: int) -> Iterator[subprocess.Popen[bytes]]:
+    command = [sys.executable, "-m", "tests.fake_ollama", "--port", str(port),
+               "--token-delay-s", str(token_delay_s), "--tokens", str(tokens)]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, env=service_env({}))
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/api/version", process=process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+async def test_ollama_killed_mid_stream(tmp_path: Path) -> None:
+    port = free_port()
+    ollama_url = f"http://127.0.0.1:{port}"
+    jobs = JobStoreSettings(directory=str(tmp_path / "jobs"))
+    runner = create_runner_app(RunnerSettings(ollama_url=ollama_url, lock_path=str(tmp_path / "r.lock"), jobs=jobs))
+    with serve_in_thread(runner) as runner_url:
+        chat_app = create_chat_app(ChatSettings(runner_url=runner_url, jobs=jobs))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(chat_app), base_url="http://chat.test") as chat:
+            with fake_ollama_process(port, token_delay_s=0.05, tokens=200) as ollama:
+                streaming = asyncio.create_task(chat.post("/chat", json={"prompt": "doomed", "stream": True}))
+                async with httpx.AsyncClient() as probe:
+                    for _ in range(200):
+                        if (await probe.get(f"{ollama_url}/_fake/stats")).json()["peak"] == 1:
+                            break
+                        await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)  # a few chunks are out
+                os.kill(ollama.pid, signal.SIGKILL)
+                response = await asyncio.wait_for(streaming, 10)
+            lines = [json.loads(line) for line in response.text.splitlines()]
+            assert response.status_code == 200  # the stream had started
+            assert lines[0] == {"response": "doomed "}
+            assert lines[-1]["error"]["code"] == "upstream_error"
+            assert "mid-stream" in lines[-1]["error"]["message"]
+            # Ollama comes back on the same port: the slot was freed, the next request is served.
+            with fake_ollama_process(port, token_delay_s=0.0, tokens=2):
+                after = await chat.post("/chat", json={"prompt": "alive again"})
+    assert after.status_code == 200
+    assert after.json()["response"] == "alive again "
+
+
+async def test_a_runner_killed_while_holding_the_slot_lets_another_process_serve(tmp_path: Path) -> None:
+    fake = FakeOllama()
+    fake.faults.token_delay_s = 0.25
+    fake.faults.tokens = 40  # ~10 s: far longer than the test waits
+    with serve_in_thread(fake.app) as ollama_url:
+        env = {"OLLAMA_HOST": ollama_url, "LOCK_PATH": str(tmp_path / "shared.lock"), "JOBS_DIR": str(tmp_path)}
+        with (
+            uvicorn_process("runner", "runner.app:app", env) as (url_a, process_a),
+            uvicorn_process("runner", "runner.app:app", env) as (url_b, _),
+        ):
+            async with httpx.AsyncClient(timeout=30) as client:
+                holder = asyncio.create_task(client.post(f"{url_a}/v1/run/tinyllama", json={"prompt": "holder"}))
+                while fake.recorder.active == 0:  # noqa: ASYNC110 - the fake runs in the server thread
+                    await asyncio.sleep(0.01)
+                fake.faults.tokens = 2
+                waiter = asyncio.create_task(client.post(f"{url_b}/v1/run/tinyllama", json={"prompt": "waiter"}))
+                await asyncio.sleep(0.3)
+                assert not waiter.done()  # queued behind the holder, in another process
+                os.kill(process_a.pid, signal.SIGKILL)
+                killed_at = time.perf_counter()
+                served = await asyncio.wait_for(waiter, 10)
+                waited_after_kill = time.perf_counter() - killed_at
+                with pytest.raises(httpx.HTTPError):
+                    await holder
+    assert served.status_code == 200
+    assert served.json()["response"] == "waiter waiter "
+    assert waited_after_kill < 2.0  # the kernel dropped the dead holder's lock at once
+    assert fake.recorder.prompts == ["holder", "waiter"]
