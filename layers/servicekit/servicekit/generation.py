@@ -58,13 +58,22 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _unicode(value: str, name: str) -> str:
+    """JSON can carry lone surrogates (\\ud800) that are not text and cannot be encoded again."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"'{name}' is not valid Unicode text (a lone surrogate).") from None
+    return value
+
+
 def _text(data: Mapping[str, Any], name: str) -> str:
     value = data[name]
     if not isinstance(value, str):
         raise InvalidRequest(f"'{name}' must be a string.")
     if not value.strip():
         raise InvalidRequest(f"'{name}' must not be empty.")
-    return value
+    return _unicode(value, name)
 
 
 def _messages(value: object) -> list[ChatMessage]:
@@ -81,7 +90,7 @@ def _messages(value: object) -> list[ChatMessage]:
             raise InvalidRequest(f"messages[{index}].role must be one of {sorted(ROLES)}.")
         if not isinstance(content, str):
             raise InvalidRequest(f"messages[{index}].content must be a string.")
-        messages.append({"role": cast(Role, role), "content": content})
+        messages.append({"role": cast(Role, role), "content": _unicode(content, f"messages[{index}].content")})
     return messages
 
 
@@ -146,7 +155,7 @@ def parse_generation_request(
     if "system" in data:
         if not isinstance(data["system"], str):
             raise InvalidRequest("'system' must be a string.")
-        request["system"] = data["system"]
+        request["system"] = _unicode(data["system"], "system")
         size += len(data["system"])
     if size > max_prompt_chars:
         raise PromptTooLong(f"The prompt is {size} characters; the limit is {max_prompt_chars}.")
