@@ -50,7 +50,11 @@ def stack(
             "MAX_QUEUE": str(max_queue),
         }
         runner_url, runner = stack_.enter_context(
-            uvicorn_process("runner", "runner.app:app", runner_env, extra_args=("--workers", str(runner_workers)))
+            uvicorn_process(
+                "runner", "runner.app:app", runner_env, extra_args=("--workers", str(runner_workers), "--no-access-log")
+            )
         )
-        chat_url, chat = stack_.enter_context(uvicorn_process("chat", "chat.app:app", {"RUNNER_URL": runner_url}))
+        chat_url, chat = stack_.enter_context(
+            uvicorn_process("chat", "chat.app:app", {"RUNNER_URL": runner_url}, extra_args=("--no-access-log",))
+        )
         yield Stack(ollama_url, runner_url, chat_url, runner.pid, chat.pid)
