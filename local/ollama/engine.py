@@ -7,23 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict
 
+from servicekit.generation import GenerationOptions as Options
+
 DoneReason = Literal["stop", "length"]
 
 
 class Message(TypedDict):
     role: str
     content: str
-
-
-class Options(TypedDict, total=False):
-    temperature: float
-    top_p: float
-    top_k: int
-    seed: int
-    num_predict: int
-    num_ctx: int
-    stop: list[str]
-    repeat_penalty: float
 
 
 @dataclass(frozen=True)

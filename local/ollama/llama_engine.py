@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from local.ollama.engine import Finished, Message, ModelCard, Options
+from servicekit.generation import GenerationOptions as Options
+
+from local.ollama.engine import Finished, Message, ModelCard
 
 DEFAULT_MODEL_NAME = "smollm2:135m"
 DEFAULT_CONTEXT = 2048
