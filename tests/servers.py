@@ -42,7 +42,8 @@ def wait_until_up(url: str, timeout_s: float = 20.0, process: subprocess.Popen[b
 def serve_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 in a background thread; yields its base URL."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    # lifespan "auto": an app that has one closes its clients when the server stops.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="auto")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
