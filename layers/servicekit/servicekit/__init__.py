@@ -8,4 +8,6 @@
 - :mod:`servicekit.generation` — the generation request both services accept, validated.
 - :mod:`servicekit.streaming` — streamed responses whose cleanup always runs.
 - :mod:`servicekit.lambda_adapter` — the Mangum handler both functions use.
+- :mod:`servicekit.upstream` — the lean HTTP client for each hop (an httpx transport, aiohttp by default).
+- :mod:`servicekit.jobs` — asynchronous jobs: the document, its lifecycle, file and DynamoDB stores.
 """
