@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any, Literal, TypeVar, cast
 
 import anyio
-from botocore.exceptions import BotoCoreError, ClientError
 
 from servicekit.errors import IdempotencyConflict, UpstreamError
 from servicekit.jobs.model import Job, overdue
@@ -23,6 +22,10 @@ from servicekit.jobs.store import Outcome
 
 T = TypeVar("T")
 CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+class _ConditionFailed(Exception):
+    """A conditional write found the item in another state (DynamoDB's ConditionalCheckFailed)."""
 
 
 def _to_item(data: dict[str, Any]) -> dict[str, Any]:
@@ -53,17 +56,30 @@ def _job(item: dict[str, Any]) -> Job:
 
 
 class DynamoJobStore:
-    def __init__(self, table: Any) -> None:
-        """``table`` is a boto3 DynamoDB Table resource (one per process)."""
-        self._table = table
+    def __init__(self, table: Any = None, *, connect: Callable[[], Any] | None = None) -> None:
+        """``table`` is a boto3 DynamoDB Table resource, or ``connect`` makes one on first use
+        (boto3 is a slow import; a runner that only serves /v1/run never pays for it)."""
+        if (table is None) == (connect is None):
+            raise ValueError("give either a table or a way to connect to one")
+        self._given = table
+        self._connect = connect
+
+    @property
+    def _table(self) -> Any:
+        if self._given is None and self._connect is not None:
+            self._given = self._connect()
+        return self._given
 
     async def _call(self, operation: Callable[[], T]) -> T:
+        from botocore.exceptions import BotoCoreError, ClientError  # with boto3: on first use
+
         try:
             return await anyio.to_thread.run_sync(operation)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == CONDITION_FAILED:
-                raise
-            raise UpstreamError(f"The jobs table failed: {exc.response.get('Error', {}).get('Code')}.") from exc
+            code = exc.response.get("Error", {}).get("Code")
+            if code == CONDITION_FAILED:
+                raise _ConditionFailed from exc
+            raise UpstreamError(f"The jobs table failed: {code}.") from exc
         except BotoCoreError as exc:
             raise UpstreamError(f"The jobs table cannot be reached: {type(exc).__name__}.") from exc
 
@@ -81,7 +97,7 @@ class DynamoJobStore:
                     ExpressionAttributeValues=_to_item(values),
                 )
             )
-        except ClientError:  # only the conditional-check failure gets through _call
+        except _ConditionFailed:
             return False
         return True
 
@@ -107,7 +123,7 @@ class DynamoJobStore:
                         ExpressionAttributeValues={":now": Decimal(str(job["created_at"]))},
                     )
                 )
-            except ClientError:
+            except _ConditionFailed:
                 existing = await self._read(key)
                 if existing is not None:
                     if existing["request_hash"] != job["request_hash"]:

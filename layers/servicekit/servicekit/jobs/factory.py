@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from servicekit.jobs.file_store import FileJobStore
 from servicekit.jobs.store import JobStore
@@ -18,11 +19,14 @@ class JobStoreSettings:
 
 def job_store(settings: JobStoreSettings) -> JobStore:
     if settings.table:
-        import boto3  # only on AWS
-        from botocore.config import Config
-
         from servicekit.jobs.dynamo_store import DynamoJobStore
 
-        config = Config(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=2, read_timeout=5)
-        return DynamoJobStore(boto3.resource("dynamodb", config=config).Table(settings.table))
+        def connect() -> Any:
+            import boto3  # only on AWS, and only once a job is touched
+            from botocore.config import Config
+
+            config = Config(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=2, read_timeout=5)
+            return boto3.resource("dynamodb", config=config).Table(settings.table)
+
+        return DynamoJobStore(connect=connect)
     return FileJobStore(settings.directory)
