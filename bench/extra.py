@@ -67,10 +67,10 @@ async def overload(
     return statuses.get(503, 0) / elapsed, percentile(latencies, 50) if latencies else float("nan"), statuses
 
 
-def import_ms(module: str, runs: int = 5) -> float:
+def import_ms(module: str, runs: int = 5, extra_env: Mapping[str, str] | None = None) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print((time.perf_counter() - t) * 1000)"
-    env = service_env({"PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("functions/chat", "functions/runner",
-                                                                              "layers/servicekit"))})  # fmt: skip
+    path = os.pathsep.join(str(REPO / p) for p in ("functions/chat", "functions/runner", "layers/servicekit"))
+    env = service_env({"PYTHONPATH": path, **(extra_env or {})})
     samples = [float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                     check=True, cwd=tempfile.gettempdir()).stdout) for _ in range(runs)]  # fmt: skip
     return statistics.median(samples)
