@@ -172,3 +172,15 @@ async def test_unexpected_exception_is_a_500_envelope_without_traceback(runner_s
     assert _error(response)["code"] == "internal_error"
     assert "secret" not in response.text
     assert response.headers["x-request-id"]
+
+
+async def test_an_error_mid_stream_is_an_sse_error_event(chat_client: httpx.AsyncClient, fake: FakeOllama) -> None:
+    fake.faults.error_line_after_tokens = 1
+    response = await chat_client.post(
+        "/chat", json={"prompt": "a b", "stream": True}, headers={"Accept": "text/event-stream"}
+    )
+    events = [e for e in response.text.split("\n\n") if e]
+    assert events[0] == 'data: {"response":"a "}'
+    name, data = events[-1].split("\n")
+    assert name == "event: error"
+    assert json.loads(data.removeprefix("data: "))["error"]["code"] == "upstream_error"

@@ -135,3 +135,22 @@ def test_up_stops_everything_when_one_service_dies(tmp_path: Path) -> None:
     assert "runner exited with code -9; stopping the others" in "".join(lines)
     time.sleep(0.5)
     assert [pid for pid in family if alive(pid)] == []
+
+
+def test_up_uses_an_ollama_that_already_answers(tmp_path: Path) -> None:
+    from local.ollama.engine import EchoEngine
+    from local.ollama.server import create_app
+    from tests.servers import serve_in_thread
+
+    with serve_in_thread(create_app(EchoEngine(name="llama3.2"))) as ollama_url:
+        ports = _ports()
+        env = {**ports, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": "llama3.2", "LOCK_PATH": str(tmp_path / "l"),
+               "RUNNER_WORKERS": "1"}  # fmt: skip
+        with local_up(env) as (_, lines):
+            output = "".join(lines)
+            assert f"using the Ollama that answers at {ollama_url}" in output
+            assert "starting the embedded model server" not in output
+            reply = httpx.post(f"http://127.0.0.1:{ports['CHAT_PORT']}/chat", json={"prompt": "via yours"}, timeout=30)
+    assert reply.status_code == 200
+    assert reply.json()["response"] == "via yours "
+    assert reply.json()["model"] == "llama3.2"
