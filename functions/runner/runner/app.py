@@ -72,11 +72,11 @@ class Runner:
         )
         generation = parse_generation_request(data, max_prompt_chars=self.settings.max_prompt_chars)
         stream = generation.get("stream", False)
-        endpoint, body = ollama_request(model, generation, stream=stream)
+        prepared = self.ollama.prepare(*ollama_request(model, generation, stream=stream))
         timeout_s = queue_timeout_s(self.settings, request.scope)
         if not stream:
             async with self.slot.hold(timeout_s) as ticket:
-                final = await self.ollama.generate(endpoint, body)
+                final = await self.ollama.generate(prepared)
             # Let the next waiter (granted the slot just now) send its request to Ollama before
             # this reply is encoded and written: the handoff gap is Ollama's idle time.
             await asyncio.sleep(0)
@@ -94,7 +94,7 @@ class Runner:
         # stream ends, and ChunkStream closes them whatever happens.
         async with AsyncExitStack() as stack:
             ticket = await stack.enter_async_context(self.slot.hold(timeout_s))
-            chunks = await stack.enter_async_context(self.ollama.stream(endpoint, body))
+            chunks = await stack.enter_async_context(self.ollama.stream(prepared))
             cleanup = stack.pop_all()
         lines = self._stream_lines(chunks, ticket.queue_ms, request_id_of(request.scope))
         return ChunkStream(

@@ -73,7 +73,7 @@ class JobRunner:
 
     async def _generate(self, job: Job, ticket: Ticket) -> str:
         job_id = job["id"]
-        endpoint, body = ollama_request(job["model"], job["request"], stream=True)  # type: ignore[arg-type]
+        prepared = self.ollama.prepare(*ollama_request(job["model"], job["request"], stream=True))  # type: ignore[arg-type]
         pieces: list[str] = []
         final: OllamaChunk | None = None
         cancelled = False
@@ -93,7 +93,7 @@ class JobRunner:
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(report_progress, group.cancel_scope)
-                async with self.ollama.stream(endpoint, body) as chunks:
+                async with self.ollama.stream(prepared) as chunks:
                     async for chunk in chunks:
                         if chunk.get("done"):
                             final = chunk

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
@@ -55,6 +56,12 @@ def _parse_chunk(line: bytes | str) -> OllamaChunk:
     return cast(OllamaChunk, data)
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedGeneration:
+    request: httpx.Request
+    model: str
+
+
 class OllamaClient:
     def __init__(
         self,
@@ -80,26 +87,29 @@ class OllamaClient:
         data: Any = response.json() if response.content else {}
         return str(data.get("version", "unknown")) if isinstance(data, dict) else "unknown"
 
-    async def generate(self, endpoint: OllamaEndpoint, body: OllamaRequest) -> OllamaChunk:
+    def prepare(self, endpoint: OllamaEndpoint, body: OllamaRequest) -> PreparedGeneration:
+        """Build the request while waiting for the slot: once granted, it only has to be sent."""
+        return PreparedGeneration(self._http.request("POST", f"/api/{endpoint}", json_body=body), body["model"])
+
+    async def generate(self, prepared: PreparedGeneration) -> OllamaChunk:
         """A whole, non-streamed generation."""
         try:
-            response = await self._http.send(self._http.request("POST", f"/api/{endpoint}", json_body=body))
+            response = await self._http.send(prepared.request)
         except httpx.HTTPError as exc:
             raise _translate(exc, self.base_url) from exc
-        _raise_for_status(response, response.content, body["model"])
+        _raise_for_status(response, response.content, prepared.model)
         return _parse_chunk(response.content)
 
     @asynccontextmanager
-    async def stream(self, endpoint: OllamaEndpoint, body: OllamaRequest) -> AsyncIterator[AsyncIterator[OllamaChunk]]:
+    async def stream(self, prepared: PreparedGeneration) -> AsyncIterator[AsyncIterator[OllamaChunk]]:
         """Open a streamed generation; its status is checked before the caller sees a chunk.
 
         Leaving the ``async with`` closes the connection to Ollama, which stops the generation.
         """
         try:
-            request = self._http.request("POST", f"/api/{endpoint}", json_body=body)
-            async with self._http.stream(request) as response:
+            async with self._http.stream(prepared.request) as response:
                 if response.status_code >= 400:
-                    _raise_for_status(response, await response.aread(), body["model"])
+                    _raise_for_status(response, await response.aread(), prepared.model)
                 yield self._chunks(response)
         except httpx.HTTPError as exc:
             raise _translate(exc, self.base_url) from exc
