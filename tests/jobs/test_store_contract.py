@@ -148,3 +148,18 @@ async def test_delete(store: JobStore) -> None:
     created, _ = await store.create(job())
     await store.delete(created["id"])
     assert await store.get(created["id"], now=NOW) is None
+
+
+async def test_a_failing_table_is_an_upstream_error_not_a_crash() -> None:
+    import boto3
+    from botocore.stub import Stubber
+    from servicekit.errors import UpstreamError
+
+    resource = boto3.resource(
+        "dynamodb", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    table = resource.Table("jobs")
+    with Stubber(table.meta.client) as stubber:
+        stubber.add_client_error("get_item", service_error_code="ProvisionedThroughputExceededException")
+        with pytest.raises(UpstreamError, match="ProvisionedThroughputExceededException"):
+            await DynamoJobStore(table).get("0" * 32, now=NOW)
