@@ -78,7 +78,9 @@ class FileHostLock:
     def others_waiting(self) -> bool:
         _, _, probe_fd = self._fds()
         if self._waiting:
-            raise RuntimeError("others_waiting() must not be asked while this process is waiting")
+            # Our own shared lock hides everyone else's: assume others wait, so the caller queues
+            # behind this process's dispatcher (which is polling already) instead of jumping ahead.
+            return True
         try:
             fcntl.flock(probe_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
