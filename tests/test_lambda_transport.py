@@ -213,3 +213,32 @@ def test_runner_function_setting_builds_one_boto3_client_without_retries(monkeyp
     assert config.read_timeout >= 900
     assert config.connect_timeout <= 2
     assert runner_transport_for(ChatSettings()) is None
+
+
+def test_chat_over_lambda_invoke_of_the_runner_handler_module(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deployed object itself: ``runner.handler.handler``, built from the environment at import."""
+    import asyncio
+    import importlib
+
+    from tests.servers import serve_in_thread
+
+    fake = FakeOllama()
+    with serve_in_thread(fake.app) as ollama_url:
+        monkeypatch.setenv("OLLAMA_HOST", ollama_url)
+        monkeypatch.setenv("LOCK_PATH", str(tmp_path / "runner.lock"))
+        monkeypatch.setenv("JOBS_DIR", str(tmp_path / "jobs"))
+        importlib.reload(importlib.import_module("runner.app"))
+        handler_module = importlib.reload(importlib.import_module("runner.handler"))
+        standin = InProcessLambda(handler_module.handler)
+        try:
+
+            async def ask() -> httpx.Response:
+                async with chat_over(standin) as chat:
+                    return await chat.post("/chat", json={"prompt": "deployed object"})
+
+            response = asyncio.run(ask())
+        finally:
+            standin.close()
+    assert response.status_code == 200
+    assert response.json()["response"] == "deployed object deployed "
+    assert fake.recorder.prompts == ["deployed object"]
