@@ -14,18 +14,12 @@ from urllib.parse import quote
 
 import httpx
 from servicekit.generation import GenerationRequest
-from servicekit.upstream import Upstream
+from servicekit.upstream import Upstream, translate, translate_mid_stream
 
-from chat.errors import RELAYED_HEADERS, RunnerRefused, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from chat.errors import RELAYED_HEADERS, RunnerRefused, UpstreamError
 from chat.lambda_transport import ASYNC_INVOKE, NO_BUSY_RETRY
 
-
-def _translate(exc: httpx.HTTPError) -> UpstreamError:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return UpstreamUnavailable("The runner cannot be reached.")
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout("The runner did not answer in time.")
-    return UpstreamError(f"The connection to the runner failed: {type(exc).__name__}.")
+RUNNER = "the runner"
 
 
 def _refusal(response: httpx.Response, body: bytes) -> RunnerRefused | UpstreamError:
@@ -65,7 +59,7 @@ class RunnerClient:
             )
             response = await self._http.send(request)
         except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
+            raise translate(exc, RUNNER) from exc
         if response.status_code != 200:
             raise _refusal(response, response.content)
         try:
@@ -94,7 +88,7 @@ class RunnerClient:
                     raise _refusal(response, await response.aread())
                 yield self._lines(response), response.headers
         except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
+            raise translate(exc, RUNNER) from exc
 
     @staticmethod
     async def _lines(response: httpx.Response) -> AsyncIterator[str]:
@@ -102,10 +96,8 @@ class RunnerClient:
             async for line in response.aiter_lines():
                 if line:
                     yield line
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout("The runner went silent in the middle of the stream.") from exc
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"The connection to the runner broke mid-stream: {type(exc).__name__}.") from exc
+            raise translate_mid_stream(exc, RUNNER) from exc
 
     async def start_job(self, job_id: str, request_id: str) -> None:
         """Ask the runner to run a stored job (on AWS: an asynchronous invoke, queued by Lambda)."""
@@ -115,7 +107,7 @@ class RunnerClient:
             )
             response = await self._http.send(request)
         except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
+            raise translate(exc, RUNNER) from exc
         if response.status_code not in (200, 202):
             raise _refusal(response, response.content)
 
@@ -131,7 +123,7 @@ class RunnerClient:
             )
             response = await self._http.send(request)
         except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
+            raise translate(exc, RUNNER) from exc
         try:
             data = response.json()
         except ValueError:

@@ -13,18 +13,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
-from servicekit.upstream import Upstream
+from servicekit.upstream import Upstream, translate, translate_mid_stream
 
-from runner.errors import ModelNotFound, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from runner.errors import ModelNotFound, UpstreamError
 from runner.wire import OllamaChunk, OllamaEndpoint, OllamaRequest
-
-
-def _translate(exc: httpx.HTTPError, base_url: str) -> UpstreamError:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return UpstreamUnavailable(f"Ollama at {base_url} cannot be reached.")
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout("Ollama did not answer in time.")
-    return UpstreamError(f"The connection to Ollama failed: {type(exc).__name__}.")
 
 
 def _error_message(body: bytes) -> str:
@@ -71,6 +63,7 @@ class OllamaClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url
+        self.name = f"Ollama at {base_url}"
         # One generation at a time: a few connections (the generation, a readiness probe) suffice.
         self._http = Upstream(base_url, timeout=timeout, transport=transport, max_connections=4)
 
@@ -82,7 +75,7 @@ class OllamaClient:
         try:
             response = await self._http.send(self._http.request("GET", "/api/version", timeout=httpx.Timeout(2.0)))
         except httpx.HTTPError as exc:
-            raise _translate(exc, self.base_url) from exc
+            raise translate(exc, self.name) from exc
         _raise_for_status(response, response.content, "")
         data: Any = response.json() if response.content else {}
         return str(data.get("version", "unknown")) if isinstance(data, dict) else "unknown"
@@ -96,7 +89,7 @@ class OllamaClient:
         try:
             response = await self._http.send(prepared.request)
         except httpx.HTTPError as exc:
-            raise _translate(exc, self.base_url) from exc
+            raise translate(exc, self.name) from exc
         _raise_for_status(response, response.content, prepared.model)
         return _parse_chunk(response.content)
 
@@ -112,15 +105,12 @@ class OllamaClient:
                     _raise_for_status(response, await response.aread(), prepared.model)
                 yield self._chunks(response)
         except httpx.HTTPError as exc:
-            raise _translate(exc, self.base_url) from exc
+            raise translate(exc, self.name) from exc
 
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[OllamaChunk]:
         try:
             async for line in response.aiter_lines():
                 if line.strip():
                     yield _parse_chunk(line)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout("Ollama went silent in the middle of the generation.") from exc
         except httpx.HTTPError as exc:
-            # Whatever the transport calls it, a failure here is a connection that broke mid-stream.
-            raise UpstreamError(f"The connection to Ollama broke mid-stream: {type(exc).__name__}.") from exc
+            raise translate_mid_stream(exc, self.name) from exc

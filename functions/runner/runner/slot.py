@@ -26,7 +26,6 @@ RECENT_GENERATIONS = 20
 class Ticket:
     """What a holder learns about its wait."""
 
-    position: int  # 0 = served at once; 1 = first in this process's queue on arrival
     queue_ms: float
 
 
@@ -86,13 +85,12 @@ class GenerationSlot:
             # Free slot, nobody ahead anywhere: no queue, no dispatcher hop.
             self._held_since = time.perf_counter()
             try:
-                yield Ticket(position=0, queue_ms=(self._held_since - arrived) * 1000)
+                yield Ticket(queue_ms=(self._held_since - arrived) * 1000)
             finally:
                 self.release()
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        position = len(self._waiters)
         self._wake_dispatcher()
         try:
             async with asyncio.timeout(timeout_s):
@@ -111,7 +109,7 @@ class GenerationSlot:
                 ) from None
             raise
         try:
-            yield Ticket(position=position, queue_ms=(time.perf_counter() - arrived) * 1000)
+            yield Ticket(queue_ms=(time.perf_counter() - arrived) * 1000)
         finally:
             self.release()
 

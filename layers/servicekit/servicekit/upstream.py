@@ -5,7 +5,8 @@ the client's redirects, cookies, auth flows and event hooks would only cost time
 request (measured here: ~0.35 ms per hop). The default transport is aiohttp's client through
 ``httpx-aiohttp`` (its C HTTP parser saves another ~0.3 ms per hop over httpcore); anything that
 speaks ``httpx.AsyncBaseTransport`` can stand in — tests pass ``httpx.ASGITransport``, chat on
-AWS passes its Lambda invoke transport. Errors stay httpx's, for each client to translate.
+AWS passes its Lambda invoke transport. :func:`translate` and :func:`translate_mid_stream` turn
+httpx's errors into ours, the same way for every hop; each client raises them at its edge.
 """
 
 from __future__ import annotations
@@ -16,6 +17,25 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+
+from servicekit.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+
+
+def translate(exc: httpx.HTTPError, upstream: str) -> UpstreamError:
+    """A failure to get a response from ``upstream`` (a name for people: "Ollama", "the runner")."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return UpstreamUnavailable(f"{upstream[0].upper()}{upstream[1:]} cannot be reached.")
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"{upstream[0].upper()}{upstream[1:]} did not answer in time.")
+    return UpstreamError(f"The connection to {upstream} failed: {type(exc).__name__}.")
+
+
+def translate_mid_stream(exc: httpx.HTTPError, upstream: str) -> UpstreamError:
+    """A failure while reading a response body that had started: whatever the transport calls it,
+    the connection broke (aiohttp's transport reports a dropped peer as a connect error)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"{upstream[0].upper()}{upstream[1:]} went silent in the middle of the stream.")
+    return UpstreamError(f"The connection to {upstream} broke mid-stream: {type(exc).__name__}.")
 
 
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
