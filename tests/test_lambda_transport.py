@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import boto3
@@ -16,7 +16,7 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from chat.app import create_app as create_chat_app
 from chat.app import runner_transport_for
-from chat.lambda_transport import LambdaInvoker, LambdaInvokeTransport
+from chat.lambda_transport import LambdaInvoker, LambdaInvokeTransport, full_jitter
 from chat.settings import Settings as ChatSettings
 from runner.settings import Settings as RunnerSettings
 from servicekit.lambda_adapter import lambda_handler
@@ -35,9 +35,11 @@ def runner_lambda(fake: FakeOllama, runner_settings: RunnerSettings) -> Iterator
     standin.close()
 
 
-def chat_over(invoker: LambdaInvoker, deadline_s: float = 27.0) -> httpx.AsyncClient:
+def chat_over(
+    invoker: LambdaInvoker, deadline_s: float = 27.0, backoff: Callable[[int], float] = full_jitter
+) -> httpx.AsyncClient:
     settings = ChatSettings(runner_function=RUNNER, chat_deadline_s=deadline_s)
-    transport = LambdaInvokeTransport(invoker, RUNNER, default_deadline_s=deadline_s)
+    transport = LambdaInvokeTransport(invoker, RUNNER, default_deadline_s=deadline_s, backoff=backoff)
     app = create_chat_app(settings, runner_transport=transport)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://chat.test")
 
@@ -144,7 +146,42 @@ async def test_throttled_until_the_deadline_is_503_runner_busy() -> None:
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "runner_busy"
     assert int(response.headers["retry-after"]) >= 1
-    assert 0.2 < elapsed < 1.0
+    # The whole budget is spent trying (the deadline is 0.5 s), then chat answers promptly.
+    assert 0.45 < elapsed < 1.5
+
+
+async def test_a_long_jitter_draw_is_cut_to_the_deadline_not_a_reason_to_give_up() -> None:
+    client, stubber = _stubbed()
+    for _ in range(3):
+        _throttle(stubber)
+    stubber.add_response("invoke", {"StatusCode": 200, "Payload": _payload(OK_RESPONSE)})
+    counting = CountingInvoker(client)
+    with stubber:
+        # Every draw is far longer than the 0.3 s budget: chat sleeps what is left and tries once more
+        # at the deadline rather than answering 503 at once.
+        async with chat_over(counting, deadline_s=0.3, backoff=lambda attempt: 60.0) as chat:
+            started = time.perf_counter()
+            response = await chat.post("/chat", json={"prompt": "hi"})
+            elapsed = time.perf_counter() - started
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "runner_busy"
+    assert counting.calls == 2  # the first try, then one at the deadline
+    assert 0.25 < elapsed < 1.5
+
+
+class CountingInvoker:
+    """A boto3 Lambda client that counts its invocations."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls = 0
+
+    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> Mapping[str, Any]:
+        self.calls += 1
+        result: Mapping[str, Any] = self.client.invoke(
+            FunctionName=FunctionName, InvocationType=InvocationType, Payload=Payload
+        )
+        return result
 
 
 async def test_readyz_does_not_wait_for_a_busy_runner() -> None:

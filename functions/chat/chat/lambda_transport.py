@@ -60,10 +60,18 @@ def full_jitter(attempt: int, rng: Callable[[float, float], float] = random.unif
 
 
 class LambdaInvokeTransport(httpx.AsyncBaseTransport):
-    def __init__(self, invoker: LambdaInvoker, function_name: str, *, default_deadline_s: float) -> None:
+    def __init__(
+        self,
+        invoker: LambdaInvoker,
+        function_name: str,
+        *,
+        default_deadline_s: float,
+        backoff: Callable[[int], float] = full_jitter,
+    ) -> None:
         self._invoker = invoker
         self._function = function_name
         self._default_deadline_s = default_deadline_s
+        self._backoff = backoff
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
@@ -86,14 +94,16 @@ class LambdaInvokeTransport(httpx.AsyncBaseTransport):
                 result = await self._invoke("RequestResponse", payload)
                 break
             except _Throttled as throttled:
-                pause = full_jitter(attempt)
-                attempt += 1
-                if not retry or seconds_left(self._default_deadline_s) < pause:
+                left = seconds_left(self._default_deadline_s)
+                if not retry or left <= 0:
                     raise RunnerBusy(
                         "The runner is busy with another generation; try again later.",
                         retry_after_s=BUSY_RETRY_AFTER_S,
                     ) from throttled.__cause__
-                await anyio.sleep(pause)
+                # A long jitter draw is cut to the time left, so the last try lands at the deadline
+                # instead of giving up early with budget unspent.
+                await anyio.sleep(min(self._backoff(attempt), left))
+                attempt += 1
         return self._response(result, request)
 
     async def _invoke(self, invocation_type: str, payload: bytes) -> Mapping[str, Any]:
