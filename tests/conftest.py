@@ -17,6 +17,7 @@ from servicekit.jobs.factory import JobStoreSettings
 from starlette.applications import Starlette
 
 from tests.fake_ollama import FakeOllama
+from tests.inprocess import AppClient
 
 
 @pytest.fixture
@@ -51,18 +52,18 @@ def runner_app(fake: FakeOllama, runner_settings: RunnerSettings) -> Starlette:
 
 @pytest.fixture
 async def runner_client(runner_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(runner_app), base_url="http://runner.test") as client:
+    async with AppClient(runner_app, base_url="http://runner.test") as client:
         yield client
 
 
 @pytest.fixture
 def make_chat(chat_settings: ChatSettings) -> Callable[..., httpx.AsyncClient]:
-    """A chat client over the real chat app, itself over the given runner app, in-process."""
+    """A chat client over the real chat app, itself over the given runner app, in-process (lifespans run)."""
 
     def make(runner_app: Starlette, settings: ChatSettings | None = None, **overrides: Any) -> httpx.AsyncClient:
         settings = dataclasses.replace(settings or chat_settings, **overrides)
         chat_app = create_chat_app(settings, runner_transport=httpx.ASGITransport(runner_app))
-        return httpx.AsyncClient(transport=httpx.ASGITransport(chat_app), base_url="http://chat.test")
+        return AppClient(chat_app, behind=[runner_app], base_url="http://chat.test")
 
     return make
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from starlette.applications import Starlette
+
 from local.lambda_context import LambdaContext
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -45,4 +47,24 @@ class InProcessLambda:
         return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": io.BytesIO(json.dumps(result).encode())}
 
     def close(self) -> None:
+        """End the container: what Lambda reclaims, the test must close (the app's clients, the loop)."""
+        self._container.submit(self._end_container).result()
         self._container.shutdown(wait=True)
+
+    def _end_container(self) -> None:
+        end_handler(self._handler)
+        asyncio.get_event_loop().close()
+
+
+def end_handler(handler: Handler) -> None:
+    """Close what a Lambda handler's app holds, on the event loop Mangum ran it on (this thread's)."""
+    app = getattr(handler, "app", None)
+    if isinstance(app, Starlette):
+        asyncio.get_event_loop().run_until_complete(_shut_down(app))
+
+
+async def _shut_down(app: Starlette) -> None:
+    # The handler runs with lifespan off; entering and leaving the lifespan runs only its shutdown
+    # half here, since the apps' startup half is empty (their clients are built in create_app).
+    async with app.router.lifespan_context(app):
+        pass

@@ -18,6 +18,7 @@ from runner.settings import Settings as RunnerSettings
 
 from local.lambda_context import LambdaContext
 from tests.fake_ollama import FakeOllama
+from tests.lambda_standin import end_handler
 from tests.servers import REPO, serve_in_thread
 
 EVENTS = REPO / "events"
@@ -40,6 +41,8 @@ def handlers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
                 module = importlib.reload(importlib.import_module(f"{service}.handler"))
                 loaded[service] = module.handler
             yield loaded, fake
+            for handler in loaded.values():
+                end_handler(handler)
 
 
 def _invoke(handlers: dict[str, Handler], event_file: str) -> dict[str, Any]:

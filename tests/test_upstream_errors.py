@@ -16,6 +16,7 @@ from runner.settings import Settings as RunnerSettings
 
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama
+from tests.inprocess import AppClient
 from tests.servers import free_port, serve_in_thread
 
 
@@ -118,7 +119,7 @@ async def test_ollama_stall_is_504_at_the_deadline(
 async def test_runner_unreachable_is_502(fake: FakeOllama) -> None:
     settings = ChatSettings(runner_url=f"http://127.0.0.1:{free_port()}")
     app = create_chat_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://chat.test") as client:
+    async with AppClient(app, base_url="http://chat.test") as client:
         started = time.perf_counter()
         response = await client.post("/chat", json={"prompt": "hi"})
         assert time.perf_counter() - started < 1.0
@@ -145,7 +146,7 @@ async def test_runner_readyz_is_503_when_ollama_is_down(
 ) -> None:
     settings = dataclasses.replace(runner_settings, ollama_url=f"http://127.0.0.1:{free_port()}")
     app = create_runner_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://runner.test") as client:
+    async with AppClient(app, base_url="http://runner.test") as client:
         response = await client.get("/readyz")
         health = await client.get("/healthz")
     assert response.status_code == 503

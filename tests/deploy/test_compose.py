@@ -153,6 +153,9 @@ def run_entrypoint(tmp_path: Path, present: list[str], model: str = "tinyllama")
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
     return log.read_text().splitlines()
 
 

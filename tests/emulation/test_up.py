@@ -72,6 +72,7 @@ def local_up(env: dict[str, str], ready_timeout_s: float = 90) -> Iterator[tuple
                 process.kill()
                 process.wait()
         lines.extend(process.stdout.read().splitlines(keepends=True))
+        process.stdout.close()
 
 
 def _ports() -> dict[str, str]:

@@ -27,6 +27,7 @@ from runner.settings import Settings as RunnerSettings
 from servicekit.jobs.factory import JobStoreSettings
 
 from tests.fake_ollama import FakeOllama
+from tests.inprocess import AppClient
 from tests.servers import REPO, free_port, serve_in_thread, service_env, uvicorn_process, wait_until_up
 
 pytestmark = pytest.mark.slow
@@ -53,7 +54,7 @@ async def test_ollama_killed_mid_stream(tmp_path: Path) -> None:
     runner = create_runner_app(RunnerSettings(ollama_url=ollama_url, lock_path=str(tmp_path / "r.lock"), jobs=jobs))
     with serve_in_thread(runner) as runner_url:
         chat_app = create_chat_app(ChatSettings(runner_url=runner_url, jobs=jobs))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(chat_app), base_url="http://chat.test") as chat:
+        async with AppClient(chat_app, base_url="http://chat.test") as chat:
             with fake_ollama_process(port, token_delay_s=0.05, tokens=200) as ollama:
                 streaming = asyncio.create_task(chat.post("/chat", json={"prompt": "doomed", "stream": True}))
                 async with httpx.AsyncClient() as probe:
