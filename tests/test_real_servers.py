@@ -93,6 +93,6 @@ async def test_client_gone_while_streaming_closes_the_ollama_request(tmp_path: P
                 fake.faults.tokens = 2
                 after = await client.post(f"{runner_url}/v1/run/tinyllama", json={"prompt": "next"})
     assert fake.recorder.abandoned == 1
-    assert upstream_closed_after < 0.2  # closed at once, not at the next token (0.3 s away)
+    assert upstream_closed_after < 0.1  # the Ollama request is closed at once, not at the next token
     assert after.status_code == 200  # the slot was freed
     assert fake.recorder.peak == 1
