@@ -52,7 +52,8 @@ def default_threads() -> int:
 
     llama.cpp's threads spin at every barrier; when they outnumber the free cores a 24-token
     answer that takes 0.2 s on an idle 2-core box took 86 s with two busy processes beside it
-    (one thread: 0.4 s). Leaving a core free costs a little peak speed and removes that cliff.
+    (one thread: 0.4 s). Leaving a core free costs peak speed on an idle box (through chat:
+    120 → 79 tok/s on 2 cores) and removes that cliff; ``LOCAL_THREADS`` chooses otherwise.
     """
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, usable - 1)
