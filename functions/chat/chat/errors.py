@@ -8,7 +8,8 @@
     ├── Busy
     │   └── RunnerBusy           503 runner_busy + Retry-After: on AWS, the runner function stayed
     │                            throttled (reserved concurrency 1) until chat's deadline
-    ├── RunnerRefused            the runner's own error (503 queue_full + Retry-After, 404, 504, ...),
+    ├── RunnerRefused            the runner's own error (503 queue_full + Retry-After, 404,
+    │                            504 deadline_exceeded on AWS when chat's time ran out, ...),
     │                            relayed with its status, code, message and Retry-After unchanged
     └── UpstreamError            502 upstream_error: the runner answered something that is not our envelope
         ├── UpstreamUnavailable  502 upstream_unavailable: the runner cannot be reached

@@ -2,8 +2,9 @@
 
 Chat builds the same ``httpx.Request`` in every mode; on AWS this transport turns it into an API
 Gateway v2 event, invokes the runner function (RequestResponse) off the event loop, and turns
-the function's proxy response back into an ``httpx.Response``. botocore's errors are translated
-here, once:
+the function's proxy response back into an ``httpx.Response``. Each invoke carries the time this
+request has left (``X-Time-Left-Ms``), so the runner never generates past chat's own limit.
+botocore's errors are translated here, once:
 
 - throttled (429 ``TooManyRequestsException``: the runner, reserved concurrency 1, is busy) →
   retried with full-jitter exponential backoff until the request's deadline, then ``RunnerBusy``
@@ -29,6 +30,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from servicekit.timebudget import TIME_LEFT_HEADER, time_left_header
 
 from chat.deadline import seconds_left
 from chat.errors import RunnerBusy, UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -83,15 +85,17 @@ class LambdaInvokeTransport(httpx.AsyncBaseTransport):
             query=request.url.query.decode(),
             domain=request.url.host,
         )
-        payload = json.dumps(event).encode()
         if request.extensions.get(ASYNC_INVOKE, False):
-            await self._invoke("Event", payload)
+            await self._invoke("Event", json.dumps(event).encode())
             return httpx.Response(202, json={"status": "queued"}, request=request)
         retry = not request.extensions.get(NO_BUSY_RETRY, False)
         attempt = 0
         while True:
+            # The runner stops when chat's time is up instead of generating on for nobody, holding
+            # the one slot after this function was killed (see servicekit.timebudget).
+            event["headers"][TIME_LEFT_HEADER] = time_left_header(seconds_left(self._default_deadline_s))
             try:
-                result = await self._invoke("RequestResponse", payload)
+                result = await self._invoke("RequestResponse", json.dumps(event).encode())
                 break
             except _Throttled as throttled:
                 left = seconds_left(self._default_deadline_s)

@@ -17,7 +17,8 @@ ERROR_STATUSES = {
     "502": "The runner or Ollama failed or cannot be reached (`upstream_error`, `upstream_unavailable`).",
     "503": "The one generation slot is busy for longer than the request may wait "
     "(`queue_full`, `queue_timeout`, `runner_busy`); see `Retry-After`.",
-    "504": "Ollama or the runner went silent past its deadline (`upstream_timeout`).",
+    "504": "Ollama or the runner went silent past its deadline (`upstream_timeout`); on AWS, the generation "
+    "did not finish within the request's time limit and was stopped (`deadline_exceeded`).",
 }
 
 

@@ -13,7 +13,7 @@ RATIO = {"type": "number", "minimum": 0, "maximum": 1000}
 ERROR_CODES = [
     "invalid_json", "invalid_request", "body_too_large", "prompt_too_long", "body_read_timeout",
     "model_not_found", "not_found", "method_not_allowed", "queue_full", "queue_timeout", "runner_busy",
-    "not_ready", "upstream_error", "upstream_unavailable", "upstream_timeout", "internal_error",
+    "not_ready", "upstream_error", "upstream_unavailable", "upstream_timeout", "deadline_exceeded", "internal_error",
     "job_not_found", "job_finished", "idempotency_conflict",
 ]  # fmt: skip
 JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expired"]

@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope
 
+from runner.budget import Budget
 from runner.errors import QueueFull
 from runner.hostlock import FileHostLock, HostLock
 from runner.jobs import JobRunner
@@ -73,10 +74,11 @@ class Runner:
         generation = parse_generation_request(data, max_prompt_chars=self.settings.max_prompt_chars)
         stream = generation.get("stream", False)
         prepared = self.ollama.prepare(*ollama_request(model, generation, stream=stream))
-        timeout_s = queue_timeout_s(self.settings, request.scope)
+        budget = Budget.of(request)
+        timeout_s = budget.cap(queue_timeout_s(self.settings, request.scope))
         if not stream:
             async with self.slot.hold(timeout_s) as ticket:
-                final = await self.ollama.generate(prepared)
+                final = await budget.run(self.ollama.generate(prepared))
             # Let the next waiter (granted the slot just now) send its request to Ollama before
             # this reply is encoded and written: the handoff gap is Ollama's idle time.
             await asyncio.sleep(0)
@@ -94,9 +96,9 @@ class Runner:
         # stream ends, and ChunkStream closes them whatever happens.
         async with AsyncExitStack() as stack:
             ticket = await stack.enter_async_context(self.slot.hold(timeout_s))
-            chunks = await stack.enter_async_context(self.ollama.stream(prepared))
+            chunks = await budget.run(stack.enter_async_context(self.ollama.stream(prepared)))
             cleanup = stack.pop_all()
-        lines = self._stream_lines(chunks, ticket.queue_ms, request_id_of(request.scope))
+        lines = self._stream_lines(chunks, budget, ticket.queue_ms, request_id_of(request.scope))
         return ChunkStream(
             lines,
             cleanup=cleanup,
@@ -106,10 +108,15 @@ class Runner:
 
     @staticmethod
     async def _stream_lines(
-        chunks: AsyncIterator[OllamaChunk], queue_ms: float, request_id: str
+        chunks: AsyncIterator[OllamaChunk], budget: Budget, queue_ms: float, request_id: str
     ) -> AsyncGenerator[bytes, None]:
         try:
-            async for chunk in chunks:
+            while True:
+                # The budget bounds each wait for Ollama, never the writes to our client.
+                try:
+                    chunk = await budget.run(anext(chunks))
+                except StopAsyncIteration:
+                    break
                 if chunk.get("done"):
                     yield json_line(done_of(chunk, queue_ms))
                     return

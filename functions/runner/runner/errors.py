@@ -10,6 +10,7 @@
     └── UpstreamError              502 upstream_error (Ollama's own message)
         ├── UpstreamUnavailable    502 upstream_unavailable — Ollama cannot be reached
         └── UpstreamTimeout        504 upstream_timeout     — Ollama went silent past OLLAMA_TIMEOUT_S
+            └── DeadlineExceeded   504 deadline_exceeded    — not done within the caller's X-Time-Left-Ms
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from servicekit.errors import (
 __all__ = [
     "Busy",
     "ClientError",
+    "DeadlineExceeded",
     "InvalidRequest",
     "ModelNotFound",
     "QueueFull",
@@ -45,3 +47,9 @@ class QueueFull(Busy):
 
 class QueueTimeout(Busy):
     code = "queue_timeout"
+
+
+class DeadlineExceeded(UpstreamTimeout):
+    """The generation was still running when the caller's time budget ran out; it was stopped."""
+
+    code = "deadline_exceeded"

@@ -1,0 +1,48 @@
+"""A request's time budget: how long the caller will wait for it, from ``X-Time-Left-Ms``.
+
+Chat sends one when it invokes the runner on AWS (see :mod:`servicekit.timebudget`); the slot
+wait and the generation both stop when it is spent. Without the header there is no budget and
+the usual limits (QUEUE_TIMEOUT_S, OLLAMA_TIMEOUT_S, a client's disconnect) apply alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from servicekit.timebudget import time_left_s
+from starlette.requests import Request
+
+from runner.errors import DeadlineExceeded
+
+T = TypeVar("T")
+
+
+class Budget:
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self._deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
+
+    @classmethod
+    def of(cls, request: Request) -> Budget:
+        return cls(time_left_s(request.headers))
+
+    def cap(self, timeout_s: float) -> float:
+        """``timeout_s``, or less when the budget ends sooner."""
+        if self._deadline is None:
+            return timeout_s
+        return max(0.0, min(timeout_s, self._deadline - asyncio.get_running_loop().time()))
+
+    async def run(self, step: Awaitable[T]) -> T:
+        """Await ``step``; cancelled with :class:`DeadlineExceeded` if the budget ends first."""
+        if self._deadline is None:
+            return await step
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                return await step
+        except TimeoutError as exc:
+            raise DeadlineExceeded(
+                f"The generation did not finish within this request's time limit ({self.seconds:.0f} s) "
+                "and was stopped; ask for fewer tokens (options.num_predict) or use POST /v1/jobs."
+            ) from exc
