@@ -105,3 +105,30 @@ async def test_cancel_before_the_event_runs(chat: httpx.AsyncClient, fake: FakeO
     await asyncio.sleep(0.2)
     assert "cancel me" not in fake.recorder.prompts
     assert (await chat.get(f"/v1/jobs/{second}")).json()["status"] == "cancelled"
+
+
+async def test_a_job_longer_than_the_invocation_fails_cleanly_before_lambda_kills_it(
+    fake: FakeOllama, runner_settings: RunnerSettings, table: Any
+) -> None:
+    """A runner function with 2 s left (1 s after the margin) and a 4 s generation: the job fails
+    with deadline_exceeded and keeps its partial response, rather than dying with the container
+    and failing only when its lease lapses (runner_lost)."""
+    fake.faults.token_delay_s = 0.1
+    fake.faults.tokens = 40
+    with serve_in_thread(fake.app) as ollama_url:
+        settings = RunnerSettings(ollama_url=ollama_url, lock_path=runner_settings.lock_path)
+        standin = InProcessLambda(
+            lambda_handler(create_runner_app(settings, job_store=DynamoJobStore(table))), timeout_s=2.0
+        )
+        try:
+            chat_settings = ChatSettings(runner_function=RUNNER)
+            transport = LambdaInvokeTransport(standin, RUNNER, default_deadline_s=chat_settings.chat_deadline_s)
+            app = create_chat_app(chat_settings, runner_transport=transport, job_store=DynamoJobStore(table))
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://chat.test") as chat:
+                job_id = (await chat.post("/v1/jobs", json={"prompt": "a long job"})).json()["id"]
+                job = await wait_for(chat, job_id, status_is("failed"), timeout_s=5)
+        finally:
+            standin.close()
+    assert job["error"]["code"] == "deadline_exceeded"
+    assert job["response"].startswith("a long job ")  # what was generated before the limit is kept
+    assert fake.recorder.abandoned == 1  # Ollama's request was closed

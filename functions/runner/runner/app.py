@@ -43,18 +43,25 @@ from runner.settings import Settings
 from runner.slot import GenerationSlot
 from runner.wire import OllamaChunk, RunReply, chunk_text, done_of, ollama_request, timings_of, usage_of
 
-# Under Lambda, stop waiting for the slot this long before the invocation would be killed.
+# Under Lambda, stop waiting for the slot (and a job's generation) this long before the
+# invocation would be killed.
 LAMBDA_DEADLINE_MARGIN_S = 1.0
+JOB_TOO_LONG = "the runner function's timeout (900 s on AWS) bounds a job; ask for fewer tokens (options.num_predict)"
+
+
+def lambda_time_left_s(scope: Scope) -> float | None:
+    """Under Lambda, the time this invocation may still use (its remaining time less a margin)."""
+    context = scope.get("aws.context")
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining_ms is None:
+        return None
+    return max(0.0, float(remaining_ms()) / 1000 - LAMBDA_DEADLINE_MARGIN_S)
 
 
 def queue_timeout_s(settings: Settings, scope: Scope) -> float:
     """QUEUE_TIMEOUT_S, but never past the Lambda invocation's remaining time."""
-    context = scope.get("aws.context")
-    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining_ms is None:
-        return settings.queue_timeout_s
-    remaining_s = float(remaining_ms()) / 1000
-    return max(0.0, min(settings.queue_timeout_s, remaining_s - LAMBDA_DEADLINE_MARGIN_S))
+    left = lambda_time_left_s(scope)
+    return settings.queue_timeout_s if left is None else min(settings.queue_timeout_s, left)
 
 
 class Runner:
@@ -139,7 +146,9 @@ class Runner:
             return JSONResponse({"id": job_id, "status": job["status"]})
         wait_s = job["start_deadline"] - now
         if "aws.context" in request.scope:
-            status = await self.jobs.execute(job_id, wait_s=min(wait_s, queue_timeout_s(self.settings, request.scope)))
+            # The invocation is the worker: end the job cleanly before Lambda would kill it.
+            budget = Budget(lambda_time_left_s(request.scope), advice=JOB_TOO_LONG)
+            status = await self.jobs.execute(job_id, wait_s=budget.cap(wait_s), budget=budget)
             return JSONResponse({"id": job_id, "status": status or "skipped"})
         if self.slot.queue_depth >= self.settings.max_queue:
             raise QueueFull(

@@ -2,7 +2,9 @@
 
 Chat sends one when it invokes the runner on AWS (see :mod:`servicekit.timebudget`); the slot
 wait and the generation both stop when it is spent. Without the header there is no budget and
-the usual limits (QUEUE_TIMEOUT_S, OLLAMA_TIMEOUT_S, a client's disconnect) apply alone.
+the usual limits (QUEUE_TIMEOUT_S, OLLAMA_TIMEOUT_S, a client's disconnect) apply alone. A job
+run inside a Lambda invocation gets the invocation's remaining time as its budget, so it fails
+cleanly before Lambda kills it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from runner.errors import DeadlineExceeded
 T = TypeVar("T")
 
 
+ASK_LESS = "ask for fewer tokens (options.num_predict) or use POST /v1/jobs"
+
+
 class Budget:
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(self, seconds: float | None, *, advice: str = ASK_LESS) -> None:
         self.seconds = seconds
+        self._advice = advice
         self._deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
 
     @classmethod
@@ -43,6 +49,6 @@ class Budget:
                 return await step
         except TimeoutError as exc:
             raise DeadlineExceeded(
-                f"The generation did not finish within this request's time limit ({self.seconds:.0f} s) "
-                "and was stopped; ask for fewer tokens (options.num_predict) or use POST /v1/jobs."
+                f"The generation did not finish within its time limit ({self.seconds:.0f} s) "
+                f"and was stopped; {self._advice}."
             ) from exc

@@ -18,6 +18,7 @@ from servicekit.errors import Busy, ServiceError, UpstreamError, error_envelope
 from servicekit.jobs.model import Job
 from servicekit.jobs.store import JobStore
 
+from runner.budget import Budget
 from runner.ollama import OllamaClient
 from runner.settings import Settings
 from runner.slot import GenerationSlot, Ticket
@@ -49,14 +50,18 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def execute(self, job_id: str, *, wait_s: float) -> str | None:
-        """Wait for the slot (at most ``wait_s``), then run the job if it is still queued; its final status."""
+    async def execute(self, job_id: str, *, wait_s: float, budget: Budget | None = None) -> str | None:
+        """Wait for the slot (at most ``wait_s``), then run the job if it is still queued; its final status.
+
+        A ``budget`` (on Lambda, the invocation's time left) bounds the generation: past it the
+        job fails with ``deadline_exceeded``, keeping its partial response.
+        """
         try:
             async with self.slot.hold(max(0.0, wait_s)) as ticket:
                 job = await self.store.start(job_id, now=time.time(), lease_s=self.settings.job_lease_s)
                 if job is None:  # cancelled, expired or already run by another delivery
                     return None
-                return await self._generate(job, ticket)
+                return await self._generate(job, ticket, budget or Budget(None))
         except Busy:
             await self.store.settle(
                 job_id, now=time.time(), status="expired",
@@ -71,7 +76,7 @@ class JobRunner:
                 )  # fmt: skip
             raise
 
-    async def _generate(self, job: Job, ticket: Ticket) -> str:
+    async def _generate(self, job: Job, ticket: Ticket, budget: Budget) -> str:
         job_id = job["id"]
         prepared = self.ollama.prepare(*ollama_request(job["model"], job["request"], stream=True))  # type: ignore[arg-type]
         pieces: list[str] = []
@@ -90,16 +95,22 @@ class JobRunner:
                     scope.cancel()
                     return
 
-        try:
+        async def generate_reporting_progress() -> OllamaChunk | None:
+            """Ollama's final chunk; None when the stream ended early or the job was cancelled."""
             async with anyio.create_task_group() as group:
                 group.start_soon(report_progress, group.cancel_scope)
                 async with self.ollama.stream(prepared) as chunks:
                     async for chunk in chunks:
                         if chunk.get("done"):
-                            final = chunk
-                            break
+                            group.cancel_scope.cancel()
+                            return chunk
                         pieces.append(chunk_text(chunk))
                 group.cancel_scope.cancel()
+            return None
+
+        try:
+            # The budget wraps the task group, so its end cancels generation and progress alike.
+            final = await budget.run(generate_reporting_progress())
             if cancelled:
                 return "cancelled"
             if final is None:
