@@ -97,14 +97,16 @@ async def test_up_serves_real_answers_one_at_a_time_and_stops_cleanly(tmp_path: 
                 *(client.post("/chat", json={"prompt": f"Say {i}.", "options": {"num_predict": 8}}) for i in range(10))
             )
             stats = (await client.get(f"http://127.0.0.1:{ports['OLLAMA_PORT']}/_local/stats")).json()
-    assert [r.status_code for r in burst] == [200] * 10
-    assert stats["peak"] == 1
-    assert stats["generations"] >= 11
-    assert process.returncode == 0
-    assert len(family) >= 4  # model server, runner supervisor + 2 workers, chat
-    await asyncio.sleep(0.5)
-    assert [pid for pid in family if alive(pid)] == []
     output = "".join(lines)
+    assert [r.status_code for r in burst] == [200] * 10, [r.text for r in burst if r.status_code != 200]
+    assert stats["peak"] == 1
+    assert stats["generations"] >= 11, stats
+    assert process.returncode == 0, output[-3000:]
+    assert len(family) >= 4, family  # model server, runner supervisor + 2 workers, chat
+    deadline = time.monotonic() + 5  # a loaded machine may take a moment to reap the last worker
+    while [pid for pid in family if alive(pid)] and time.monotonic() < deadline:  # noqa: ASYNC110 - /proc, no event
+        await asyncio.sleep(0.1)
+    assert [pid for pid in family if alive(pid)] == [], output[-3000:]
     assert "ollama | serving smollm2:135m" in output  # each service's lines carry its name
     assert "up     | stopping" in output
 
