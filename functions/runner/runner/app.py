@@ -148,7 +148,9 @@ class Runner:
         if "aws.context" in request.scope:
             # The invocation is the worker: end the job cleanly before Lambda would kill it.
             budget = Budget(lambda_time_left_s(request.scope), advice=JOB_TOO_LONG)
-            status = await self.jobs.execute(job_id, wait_s=budget.cap(wait_s), budget=budget)
+            status = await self.jobs.execute(
+                job_id, wait_s=min(wait_s, queue_timeout_s(self.settings, request.scope)), budget=budget
+            )
             return JSONResponse({"id": job_id, "status": status or "skipped"})
         if self.slot.queue_depth >= self.settings.max_queue:
             raise QueueFull(
