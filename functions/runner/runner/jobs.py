@@ -80,7 +80,6 @@ class JobRunner:
         job_id = job["id"]
         prepared = self.ollama.prepare(*ollama_request(job["model"], job["request"], stream=True))  # type: ignore[arg-type]
         pieces: list[str] = []
-        final: OllamaChunk | None = None
         cancelled = False
 
         async def report_progress(scope: anyio.CancelScope) -> None:
