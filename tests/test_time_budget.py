@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from chat.app import create_app as create_chat_app
+from chat.settings import Settings as ChatSettings
 from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
 from servicekit.lambda_adapter import lambda_handler
@@ -147,9 +149,6 @@ async def test_chat_over_http_sets_no_budget(runner_settings_real: RunnerSetting
         if scope["type"] == "http":
             seen.append(dict(scope["headers"]).get(b"x-time-left-ms"))
         await runner_app(scope, receive, send)
-
-    from chat.app import create_app as create_chat_app
-    from chat.settings import Settings as ChatSettings
 
     slow_fake.faults.tokens = 8  # 0.8 s, longer than chat's deadline below
     chat_app = create_chat_app(
