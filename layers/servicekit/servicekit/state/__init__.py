@@ -1,0 +1,5 @@
+"""The service's state: API keys now; queue tickets, jobs and idempotency records next.
+
+Locally and under compose it is one SQLite database in a private ``STATE_DIR``; on AWS, the
+DynamoDB table the template creates (single-table design).
+"""
