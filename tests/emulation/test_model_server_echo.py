@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from local.ollama.engine import EchoEngine
+from local.ollama.echo_engine import EchoEngine
 from local.ollama.server import create_app
 
 NS_FIELDS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")

@@ -145,7 +145,7 @@ def test_up_stops_everything_when_one_service_dies(tmp_path: Path) -> None:
 
 
 def test_up_uses_an_ollama_that_already_answers(tmp_path: Path) -> None:
-    from local.ollama.engine import EchoEngine
+    from local.ollama.echo_engine import EchoEngine
     from local.ollama.server import create_app
     from tests.servers import serve_in_thread
 
