@@ -63,11 +63,12 @@ class Routes:
     async def generate(self, request: Request) -> Response:
         body = await json_body(request)
         engine = self.server.engine
+        model = parse_model(body, engine.card.name)
         fmt = parse_format(body)
         if fmt is not None:
             engine.check_format(fmt)  # a schema llama.cpp cannot enforce is a 400, before any byte
         call = GenerationCall(
-            model=parse_model(body, engine.card.name),
+            model=model,
             chat=request.url.path == "/api/chat",
             messages=parse_messages(body, request.url.path == "/api/chat"),
             options=parse_options(body),
