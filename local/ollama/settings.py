@@ -26,7 +26,8 @@ def engine_from_env(env: Mapping[str, str] | None = None) -> Engine:
         return EchoEngine(
             name=env_str(env, "LOCAL_MODEL_NAME", "echo"), delay_s=env_float(env, "LOCAL_ECHO_DELAY_S", 0.0)
         )
-    from local.ollama.llama_engine import LlamaEngine, default_model_path
+    from local.ollama.llama_engine import LlamaEngine
+    from local.ollama.model_file import default_model_path
 
     custom = env_str(env, "LOCAL_MODEL_PATH", "")
     if custom and not Path(custom).is_file():

@@ -18,7 +18,8 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make
 
 from servicekit.generation import GenerationOptions
 
-from local.ollama.llama_engine import APPLIED_APART, SAMPLING, LlamaEngine, ModelFileMissing, default_model_path
+from local.ollama.llama_engine import APPLIED_APART, SAMPLING, LlamaEngine
+from local.ollama.model_file import ModelFileMissing, default_model_path
 from local.ollama.server import create_app
 from tests.servers import serve_in_thread
 
