@@ -16,7 +16,9 @@
     │   ├── RouteNotFound             404 not_found
     │   └── MethodNotAllowed          405 method_not_allowed
     ├── Busy                          503 + Retry-After: come back later
+    │   ├── StateBusy                 503 state_busy: another process kept the state database locked
     │   (runner: QueueFull, QueueTimeout; chat: RunnerBusy)
+    ├── StateError                    500 state_error: the state database failed (SQLite)
     ├── NotReady                      503 not_ready: a readiness probe failed
     └── UpstreamError                 502 upstream_error: what we call failed
         ├── UpstreamUnavailable       502 upstream_unavailable
@@ -155,6 +157,19 @@ class Busy(ServiceError):
         if self.queue_depth is not None:
             fields["queue_depth"] = self.queue_depth
         return fields
+
+
+class StateBusy(Busy):
+    """The state database stayed locked by another process for longer than a request waits."""
+
+    code = "state_busy"
+
+
+class StateError(ServiceError):
+    """The local state database failed (corrupt, unreadable, disk full): not the caller's fault."""
+
+    status = 500
+    code = "state_error"
 
 
 class NotReady(ServiceError):
