@@ -52,7 +52,11 @@ class StateDatabase:
     inside a transaction (``BEGIN`` / ``BEGIN IMMEDIATE``), committed when ``fn`` returns.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(
+        self, directory: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S, busy_budget_s: float = BUSY_BUDGET_S
+    ) -> None:
+        self.busy_timeout_s = busy_timeout_s
+        self.busy_budget_s = busy_budget_s
         self.directory = private_dir(directory)
         self.path = self.directory / DB_NAME
         # SQLite creates -wal and -shm with the database file's own mode, so 0600 here makes all three 0600.
@@ -69,7 +73,7 @@ class StateDatabase:
         return await self._run(operation, "BEGIN IMMEDIATE")
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T], begin: str) -> T:
-        deadline = time.monotonic() + BUSY_BUDGET_S
+        deadline = time.monotonic() + self.busy_budget_s
         backoff = BACKOFF_FIRST_S
         while True:
             try:
@@ -131,7 +135,7 @@ class StateDatabase:
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are exactly the BEGIN/COMMIT issued in _attempt.
         connection = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False, cached_statements=64
+            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False, cached_statements=64
         )
         try:
             connection.execute("PRAGMA journal_mode = WAL")
