@@ -171,3 +171,31 @@ async def test_a_lock_released_in_time_lets_the_call_through(database: StateData
     created, fresh = await store.create(a_job())
     assert fresh is True
     assert (await store.get(created["id"], now=time.time())) is not None
+
+
+async def test_expired_rows_are_swept_in_bounded_batches(database: StateDatabase) -> None:
+    from servicekit.jobs.sqlite_store import SWEEP_BATCH
+
+    now = time.time()
+    old = [
+        new_job("m", {"prompt": f"p{i}"}, owner="alice", now=now - 100, ttl_s=10, start_deadline_s=5)
+        for i in range(SWEEP_BATCH + 500)
+    ]
+
+    def fill(db: sqlite3.Connection) -> None:
+        db.executemany(
+            "INSERT INTO jobs (id, owner, status, created_at, expires_at, document) VALUES (?, ?, ?, ?, ?, '{}')",
+            [(j["id"], j["owner"], j["status"], j["created_at"], j["expires_at"]) for j in old],
+        )
+
+    def count(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+
+    await database.write(fill)
+    store = SqliteJobStore(database)
+    await store.create(a_job())  # the first create of a process sweeps: one batch
+    assert await database.read(count) == 500 + 1
+    await store.create(a_job())  # the batch was full: the next create sweeps the rest at once
+    assert await database.read(count) == 2
+    await store.create(a_job())  # nothing left to sweep for a minute
+    assert await database.read(count) == 3

