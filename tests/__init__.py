@@ -11,6 +11,10 @@ import os
 import shutil
 import tempfile
 
-_state_home = tempfile.mkdtemp(prefix="soc-tests-state-")
-os.environ["XDG_STATE_HOME"] = _state_home
-atexit.register(shutil.rmtree, _state_home, ignore_errors=True)
+PREFIX = "soc-tests-state-"
+
+# A helper process started by a test (python -m tests.fake_ollama) inherits the session's.
+if not os.path.basename(os.environ.get("XDG_STATE_HOME", "")).startswith(PREFIX):
+    _state_home = tempfile.mkdtemp(prefix=PREFIX)
+    os.environ["XDG_STATE_HOME"] = _state_home
+    atexit.register(shutil.rmtree, _state_home, ignore_errors=True)
