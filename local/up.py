@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -180,7 +181,10 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     # Created private (0700) here, before any service starts; refused if shared or a link.
     state_dir = private_dir(plan.state_dir)
     say(f"state (jobs, keys, the runner's lock) in {state_dir}")
-    base = {**env, "PYTHONUNBUFFERED": "1", "STATE_DIR": str(state_dir)}
+    # A fresh secret per run that only this chat and runner know: nothing else on the host can
+    # call the runner directly and skip chat's keys and limits.
+    token = env.get("RUNNER_TOKEN") or secrets.token_urlsafe(32)
+    base = {**env, "PYTHONUNBUFFERED": "1", "STATE_DIR": str(state_dir), "RUNNER_TOKEN": token}
     if plan.external_ollama:
         ollama_url = plan.external_ollama
         say(f"using the Ollama that answers at {ollama_url}")
