@@ -43,7 +43,7 @@ async def added_latency(rounds: int, count: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp)) as s:
         direct_body = {"model": "tinyllama", "prompt": "hi", "stream": False}
         per_round: list[tuple[Latency, Latency, Latency, Latency]] = []
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=s.headers) as client:
             await sequential_ms(client, f"{s.chat_url}/chat", PROMPT, 100)  # warm up every hop
             await sequential_ms(client, f"{s.ollama_url}/api/generate", direct_body, 100)
             for _ in range(rounds):
@@ -77,10 +77,10 @@ async def handoff(workers: int, clients: int, per_client: int, token_delay_s: fl
         stack(Path(tmp), runner_workers=workers, token_delay_s=token_delay_s) as s,
     ):
         url = f"{s.runner_url}/v1/run/tinyllama"
-        async with httpx.AsyncClient(timeout=30) as client:
-            await burst(url, PROMPT, clients, 1)  # every worker up and warm
+        async with httpx.AsyncClient(timeout=30, headers=s.headers) as client:
+            await burst(url, PROMPT, clients, 1, s.runner_headers)  # every worker up and warm
             await client.post(f"{s.ollama_url}/_fake/reset")
-            result = await burst(url, PROMPT, clients, per_client)
+            result = await burst(url, PROMPT, clients, per_client, s.runner_headers)
             stats = (await client.get(f"{s.ollama_url}/_fake/stats")).json()
             runner_rss = max(peak_rss_mb(pid) for pid in python_processes(s.runner_pid))
             chat_rss = peak_rss_mb(s.chat_pid)
@@ -113,12 +113,12 @@ async def rejections(seconds: float) -> list[Row]:
     """A full queue: one generation holds the slot, MAX_QUEUE=2 are waiting, everyone else gets 503."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), token_delay_s=5.0, max_queue=2) as s:
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with httpx.AsyncClient(timeout=60, headers=s.headers) as client:
             holders = [asyncio.create_task(client.post(f"{s.chat_url}/chat", json=PROMPT)) for _ in range(3)]
             await asyncio.sleep(0.5)
-            for name, url, body in (("runner", f"{s.runner_url}/v1/run/tinyllama", PROMPT),
-                                    ("chat -> runner", f"{s.chat_url}/chat", PROMPT)):  # fmt: skip
-                per_s, p50, statuses = await overload(url, body, clients=32, seconds=seconds)
+            for name, url, headers in (("runner", f"{s.runner_url}/v1/run/tinyllama", s.runner_headers),
+                                       ("chat -> runner", f"{s.chat_url}/chat", s.headers)):  # fmt: skip
+                per_s, p50, statuses = await overload(url, PROMPT, clients=32, seconds=seconds, headers=headers)
                 if set(statuses) != {503}:
                     raise RuntimeError(f"overload run answered {statuses}")
                 rows.append(Row(f"503 rejections per second, {name}", per_s, "/s", ">= 1500", per_s >= 1500))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 from chat.keys import main as keys_cli
 from servicekit.state.factory import StateSettings
@@ -12,7 +13,9 @@ def keys(state: StateSettings, *argv: str) -> tuple[int, str]:
     """Run ``python -m chat.keys ARGV`` in-process against this state: exit code and stdout."""
     out = io.StringIO()
     env = {"STATE_DIR": state.directory, "JOBS_TABLE": state.table}
-    code = keys_cli(list(argv), out=out, env=env)
+    # In a thread of its own: the CLI runs its own event loop, and tests call this from theirs.
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        code = thread.submit(keys_cli, list(argv), out, env).result()
     return code, out.getvalue()
 
 

@@ -66,7 +66,8 @@ async def test_readyz_on_aws_never_invokes_the_runner(
     functions = deploy_runner_function()
     runner = InProcessLambda(lambda_handler(runner_app_for(fake, runner_settings)))
     settings = ChatSettings(runner_function=RUNNER, state=StateSettings(table=TABLE), auth="required")
-    readiness = AwsReadiness(functions, RUNNER, boto3.client("dynamodb", **CREDENTIALS), TABLE)
+    tables = boto3.client("dynamodb", **CREDENTIALS)
+    readiness = AwsReadiness(RUNNER, TABLE, connect=lambda: (functions, tables))
     transport = LambdaInvokeTransport(runner, RUNNER, default_deadline_s=settings.chat_deadline_s)
     app = create_chat_app(settings, runner_transport=transport, readiness=readiness)
     try:
@@ -84,9 +85,8 @@ async def test_readyz_on_aws_never_invokes_the_runner(
 
 
 async def test_readyz_on_aws_is_503_when_the_runner_function_is_missing(aws: None) -> None:
-    readiness = AwsReadiness(
-        boto3.client("lambda", **CREDENTIALS), RUNNER, boto3.client("dynamodb", **CREDENTIALS), TABLE
-    )
+    clients = (boto3.client("lambda", **CREDENTIALS), boto3.client("dynamodb", **CREDENTIALS))
+    readiness = AwsReadiness(RUNNER, TABLE, connect=lambda: clients)
     settings = ChatSettings(runner_function=RUNNER, state=StateSettings(table=TABLE))
     app = create_chat_app(settings, runner_transport=httpx.MockTransport(lambda r: httpx.Response(500)),
                           readiness=readiness)  # fmt: skip

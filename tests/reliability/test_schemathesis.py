@@ -6,7 +6,9 @@ codes, content types, headers, bodies). Chat runs over the real runner app and t
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
 from schemathesis.checks import CheckFunction
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from servicekit.state.factory import StateSettings
+from servicekit.state.factory import StateSettings, key_store
+from servicekit.state.keys import hash_key, new_key
 
 from tests.fake_ollama import FakeOllama
 
@@ -30,8 +33,18 @@ _runner = create_runner_app(
     ollama_transport=httpx.ASGITransport(FakeOllama().app),
 )
 _chat = create_chat_app(
-    ChatSettings(runner_url="http://runner.test", state=_states), runner_transport=httpx.ASGITransport(_runner)
+    ChatSettings(runner_url="http://runner.test", state=_states, auth="required"),
+    runner_transport=httpx.ASGITransport(_runner),
 )
+# As deployed: keys required. Generated requests carry a valid key (in both places a key may be,
+# so a generated value in one cannot stand in for it); schemathesis's own check sends some
+# without one and expects the documented 401.
+_KEY = new_key()
+asyncio.run(
+    key_store(_states).add({"name": "schemathesis", "key_hash": hash_key(_KEY), "created_at": time.time(),
+                            "revoked_at": None, "weight": 1, "max_waiting": None, "models": None})
+)  # fmt: skip
+AUTHENTICATED = {"Authorization": f"Bearer {_KEY}", "X-API-Key": _KEY}
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _chat)
 
@@ -44,4 +57,4 @@ def test_generated_requests_never_break_chat(case: schemathesis.Case[Any]) -> No
         # A key reused with another body is 422 by design (the IETF Idempotency-Key draft): a
         # valid request that depends on an earlier one, which the generator cannot know.
         excluded.append(positive_data_acceptance)
-    case.call_and_validate(excluded_checks=excluded)
+    case.call_and_validate(headers=AUTHENTICATED, excluded_checks=excluded)

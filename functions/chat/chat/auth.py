@@ -40,6 +40,8 @@ logger = logging.getLogger("chat.auth")
 
 def presented_key(scope: Scope) -> str | None:
     """The key in ``Authorization: Bearer`` or ``X-API-Key``, if any (an empty one counts as presented)."""
+    name: bytes
+    value: bytes
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             scheme, _, credentials = value.decode("latin-1").partition(" ")

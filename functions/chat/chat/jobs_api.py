@@ -91,7 +91,7 @@ class JobsEndpoints:
     async def index(self, request: Request) -> Response:
         """The caller's jobs, newest first: ``?limit=`` (1-100, default 20) and ``?after=<id>`` to page on."""
         limit = _page_size(request)
-        after = request.query_params.get("after") or None
+        after = request.query_params.get("after")
         if after is not None and not is_job_id(after):
             raise InvalidRequest("'after' must be a job id from the previous page.")
         owner = caller_of(request.scope).name

@@ -61,17 +61,18 @@ class TableInfo(Protocol):
 class AwsReadiness:
     def __init__(
         self,
-        functions: FunctionInfo,
         function_name: str,
-        tables: TableInfo,
         table_name: str,
         *,
+        connect: Callable[[], tuple[FunctionInfo, TableInfo]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.functions = functions
+        """``connect`` makes the two clients on the first probe (boto3 clients cost ~30 ms each to make,
+        which a cold start that serves a generation first should not pay)."""
         self.function_name = function_name
-        self.tables = tables
         self.table_name = table_name
+        self._connect = connect
+        self._clients: tuple[FunctionInfo, TableInfo] | None = None
         self._clock = clock
         self._cached: tuple[float, dict[str, Any]] | None = None
 
@@ -85,14 +86,17 @@ class AwsReadiness:
         from botocore.exceptions import BotoCoreError, ClientError  # with boto3, only on AWS
 
         try:
-            function = self.functions.get_function(FunctionName=self.function_name)
-            table = self.tables.describe_table(TableName=self.table_name)
+            if self._clients is None:
+                self._clients = self._connect()
+            functions, tables = self._clients
+            function = functions.get_function(FunctionName=self.function_name)
+            table = tables.describe_table(TableName=self.table_name) if self.table_name else {}
         except (BotoCoreError, ClientError) as exc:
             raise NotReady(f"AWS could not be asked whether the runner is ready: {type(exc).__name__}.") from exc
         configuration = function.get("Configuration", {})
         state = configuration.get("State", "Active")  # older functions report no state
         reserved = function.get("Concurrency", {}).get("ReservedConcurrentExecutions")
-        table_status = table.get("Table", {}).get("TableStatus")
+        table_status = table.get("Table", {}).get("TableStatus", "ACTIVE" if not self.table_name else None)
         if state != "Active":
             raise NotReady(f"The runner function is {state}.")
         if table_status != "ACTIVE":
@@ -101,12 +105,14 @@ class AwsReadiness:
 
 
 def aws_readiness(function_name: str, table_name: str, connect_timeout_s: float) -> AwsReadiness:
-    """Readiness from the control plane, with its own short-timeout clients (built once, at import)."""
-    import boto3
-    from botocore.config import Config
+    """Readiness from the control plane, with short-timeout clients of its own."""
 
-    config = Config(retries={"total_max_attempts": 2, "mode": "standard"}, connect_timeout=connect_timeout_s,
-                    read_timeout=5)  # fmt: skip
-    return AwsReadiness(
-        boto3.client("lambda", config=config), function_name, boto3.client("dynamodb", config=config), table_name
-    )
+    def connect() -> tuple[FunctionInfo, TableInfo]:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(retries={"total_max_attempts": 2, "mode": "standard"}, connect_timeout=connect_timeout_s,
+                        read_timeout=5)  # fmt: skip
+        return boto3.client("lambda", config=config), boto3.client("dynamodb", config=config)
+
+    return AwsReadiness(function_name, table_name, connect=connect)
