@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from servicekit.body import read_json_object
+from servicekit.callers import caller_of
 from servicekit.disconnect import CancelOnDisconnect
 from servicekit.errors import (
     JobNotFound,
@@ -25,8 +26,11 @@ from servicekit.errors import (
 from servicekit.generation import parse_generation_request
 from servicekit.jobs.model import is_job_id
 from servicekit.jobs.store import JobStore
+from servicekit.queue.model import Standing
+from servicekit.queue.store import QueueStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import job_store as build_job_store
+from servicekit.state.factory import queue_store as build_queue_store
 from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -36,20 +40,34 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from runner.budget import Budget
-from runner.errors import QueueFull
 from runner.guard import ChatOnly, startup_notice
 from runner.hostlock import FileHostLock, HostLock
 from runner.jobs import JobRunner
-from runner.ollama import OllamaClient
+from runner.models import ModelCheck
+from runner.ollama import OllamaClient, PreparedGeneration
 from runner.settings import Settings
-from runner.slot import GenerationSlot
-from runner.wire import OllamaChunk, RunReply, chunk_text, done_of, ollama_request, timings_of, usage_of
+from runner.slot import GenerationSlot, Place
+from runner.wire import RunReply, chunk_text, done_of, ollama_request, timings_of, usage_of
 
 # Under Lambda, stop waiting for the slot (and a job's generation) this long before the
 # invocation would be killed.
 LAMBDA_DEADLINE_MARGIN_S = 1.0
 logger = logging.getLogger("runner")
 JOB_TOO_LONG = "the runner function's timeout (900 s on AWS) bounds a job; ask for fewer tokens (options.num_predict)"
+
+
+QUEUE_POSITION_HEADER = "X-Queue-Position"
+QUEUE_WAIT_HEADER = "X-Queue-Wait-Ms"
+
+
+def queue_headers(position: int, queue_ms: float) -> dict[str, str]:
+    """Where a request stood when it joined the queue (0: it ran at once), and how long it waited."""
+    return {QUEUE_POSITION_HEADER: str(position), QUEUE_WAIT_HEADER: f"{queue_ms:.1f}"}
+
+
+def queued_line(standing: Standing) -> bytes:
+    """A waiting stream's progress line: ``{"queued": {"position": 3, "eta_s": 12.5}}``."""
+    return json_line({"queued": {"position": standing.position, "eta_s": round(standing.eta_s, 1)}})
 
 
 def lambda_time_left_s(scope: Scope) -> float | None:
@@ -73,6 +91,7 @@ class Runner:
     def __init__(self, settings: Settings, ollama: OllamaClient, slot: GenerationSlot, jobs: JobRunner) -> None:
         self.settings = settings
         self.ollama = ollama
+        self.models = ModelCheck(ollama)
         self.slot = slot
         self.jobs = jobs
 
@@ -86,8 +105,10 @@ class Runner:
         prepared = self.ollama.prepare(*ollama_request(model, generation, stream=stream))
         budget = Budget.of(request)
         timeout_s = budget.cap(queue_timeout_s(self.settings, request.scope))
+        caller = caller_of(request.scope)
         if not stream:
-            async with self.slot.hold(timeout_s) as ticket:
+            async with self.slot.place(caller, "interactive", model) as place:
+                grant = await self.slot.wait(place, timeout_s)
                 final = await budget.run(self.ollama.generate(prepared))
             # Let the next waiter (granted the slot just now) send its request to Ollama before
             # this reply is encoded and written: the handoff gap is Ollama's idle time.
@@ -97,30 +118,43 @@ class Runner:
                 "response": chunk_text(final),
                 "done_reason": final.get("done_reason", "stop"),
                 "usage": usage_of(final),
-                "timings": timings_of(final, ticket.queue_ms),
+                "timings": timings_of(final, grant.queue_ms),
             }
-            return JSONResponse(reply, headers={"X-Queue-Wait-Ms": f"{ticket.queue_ms:.1f}"})
+            return JSONResponse(reply, headers=queue_headers(place.admitted.position, grant.queue_ms))
 
-        # Streaming: take the slot and open Ollama's stream *before* answering, so a full
-        # queue or an unknown model is still a proper status; both stay open until the
-        # stream ends, and ChunkStream closes them whatever happens.
+        # Streaming: everything that needs no slot is checked first (a refusal keeps its status);
+        # then the status line goes out at once and the client hears its place while it waits.
+        await self.models.require(model)
         async with AsyncExitStack() as stack:
-            ticket = await stack.enter_async_context(self.slot.hold(timeout_s))
-            chunks = await budget.run(stack.enter_async_context(self.ollama.stream(prepared)))
+            place = await stack.enter_async_context(self.slot.place(caller, "interactive", model))
             cleanup = stack.pop_all()
-        lines = self._stream_lines(chunks, budget, ticket.queue_ms, request_id_of(request.scope))
+        lines = self._stream_lines(place, prepared, budget, timeout_s, cleanup, request_id_of(request.scope))
         return ChunkStream(
             lines,
             cleanup=cleanup,
             media_type="application/x-ndjson",
-            headers={**STREAM_HEADERS, "X-Queue-Wait-Ms": f"{ticket.queue_ms:.1f}"},
+            headers={**STREAM_HEADERS, QUEUE_POSITION_HEADER: str(place.admitted.position)},
         )
 
-    @staticmethod
     async def _stream_lines(
-        chunks: AsyncIterator[OllamaChunk], budget: Budget, queue_ms: float, request_id: str
+        self,
+        place: Place,
+        prepared: PreparedGeneration,
+        budget: Budget,
+        timeout_s: float,
+        stack: AsyncExitStack,
+        request_id: str,
     ) -> AsyncGenerator[bytes, None]:
         try:
+            if place.grant is None:
+                yield queued_line(place.standing)
+                async for standing in self.slot.standings(place, timeout_s):
+                    yield queued_line(standing)
+                yield queued_line(Standing(position=0, eta_s=0.0, depth=0))
+            assert place.grant is not None
+            queue_ms = place.grant.queue_ms
+            # Closed (by ChunkStream's cleanup) before the place, so before the slot is released.
+            chunks = await budget.run(stack.enter_async_context(self.ollama.stream(prepared)))
             while True:
                 # The budget bounds each wait for Ollama, never the writes to our client.
                 try:
@@ -139,7 +173,7 @@ class Runner:
             yield json_line(error_envelope(exc, request_id))
 
     async def run_job(self, request: Request) -> Response:
-        """Run a stored job: inline on Lambda (the invocation is the worker), in the background elsewhere."""
+        """Queue a stored job (a batch ticket that any runner holding the slot runs); inline on Lambda."""
         job_id = request.path_params["job_id"]
         now = time.time()
         job = await self.jobs.store.get(job_id, now=now) if is_job_id(job_id) else None
@@ -147,24 +181,16 @@ class Runner:
             raise JobNotFound(f"There is no job {job_id}.")
         if job["status"] != "queued":  # a duplicate delivery: it ran, or it will not run
             return JSONResponse({"id": job_id, "status": job["status"]})
-        wait_s = job["start_deadline"] - now
+        caller = caller_of(request.scope)
         if "aws.context" in request.scope:
             # The invocation is the worker: end the job cleanly before Lambda would kill it.
             budget = Budget(lambda_time_left_s(request.scope), advice=JOB_TOO_LONG)
-            status = await self.jobs.execute(
-                job_id, wait_s=min(wait_s, queue_timeout_s(self.settings, request.scope)), budget=budget
-            )
+            wait_s = min(job["start_deadline"] - now, queue_timeout_s(self.settings, request.scope))
+            status = await self.jobs.execute(job, caller, wait_s=wait_s, budget=budget)
             return JSONResponse({"id": job_id, "status": status or "skipped"})
-        if self.slot.queue_depth >= self.settings.max_queue:
-            raise QueueFull(
-                f"The queue is full ({self.slot.queue_depth} waiting); try again later.",
-                retry_after_s=self.slot.retry_after_s(self.slot.queue_depth),
-                queue_depth=self.slot.queue_depth,
-            )
-        position = self.slot.queue_depth + (1 if self.slot.busy else 0)
-        await self.jobs.store.set_queue_position(job_id, position)
-        self.jobs.start_in_background(job_id, wait_s=wait_s)
-        return JSONResponse({"id": job_id, "status": "queued", "queue_position": position}, status_code=202)
+        standing = await self.slot.enqueue_job(job_id, caller, job["model"])
+        await self.jobs.store.set_queue_position(job_id, standing.position)
+        return JSONResponse({"id": job_id, "status": "queued", "queue_position": standing.position}, status_code=202)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -179,10 +205,12 @@ class Runner:
                 )
         except UpstreamError as exc:
             raise NotReady(f"Ollama is not ready: {exc.message}") from exc
+        depth = (await self.slot.queue.snapshot(now=time.time())).depth_by_class()
         ready = {
             "status": "ok",
             "ollama_version": version,
-            "queue_depth": self.slot.queue_depth,
+            "queue_depth": sum(depth.values()),
+            "queue": depth,
             "busy": self.slot.busy,
         }
         return JSONResponse({**ready, "model": model} if model else ready)
@@ -194,13 +222,13 @@ def create_app(
     ollama_transport: httpx.AsyncBaseTransport | None = None,
     host_lock: HostLock | None = None,
     job_store: JobStore | None = None,
+    queue_store: QueueStore | None = None,
 ) -> Starlette:
     ollama = OllamaClient(settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport)
     slot = GenerationSlot(
         host_lock or FileHostLock(settings.lock_path),
-        max_queue=settings.max_queue,
+        queue_store or build_queue_store(settings.state, settings.queue_limits),
         poll_interval_s=settings.lock_poll_interval_s,
-        generation_estimate_s=settings.generation_estimate_s,
     )
     jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama)
     runner = Runner(settings, ollama, slot, jobs)
@@ -211,7 +239,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if (notice := startup_notice(settings.runner_token)) is not None:
             logger.warning(notice)
+        slot.start(jobs.run_claimed)
         yield
+        await slot.aclose()
         await jobs.aclose()
         await ollama.aclose()
 

@@ -19,7 +19,10 @@
     │   └── MethodNotAllowed          405 method_not_allowed
     ├── Busy                          503 + Retry-After: come back later
     │   ├── StateBusy                 503 state_busy: another process kept the state database locked
-    │   (runner: QueueFull, QueueTimeout; chat: RunnerBusy)
+    │   ├── QueueFull                 503 queue_full: MAX_QUEUE tickets already wait on this host
+    │   ├── QueueTimeout              503 queue_timeout: the ticket did not reach the slot in QUEUE_TIMEOUT_S
+    │   ├── TooManyWaiting            429 too_many_requests: this caller already has max_waiting waiting
+    │   (chat: RunnerBusy)
     ├── StateError                    500 state_error: the state database failed (SQLite)
     ├── NotReady                      503 not_ready: a readiness probe failed
     └── UpstreamError                 502 upstream_error: what we call failed
@@ -51,6 +54,7 @@ class ErrorBody(TypedDict):
     message: str
     request_id: str
     retry_after_s: NotRequired[int]
+    queue_position: NotRequired[int]
     queue_depth: NotRequired[int]
 
 
@@ -160,17 +164,22 @@ class Busy(ServiceError):
     status = 503
     code = "busy"
 
-    def __init__(self, message: str, *, retry_after_s: float, queue_depth: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after_s: float, queue_depth: int | None = None, queue_position: int | None = None
+    ) -> None:
         super().__init__(message)
         # Retry-After is whole seconds; never tell a client to retry at once.
         self.retry_after_s = max(1, math.ceil(retry_after_s))
         self.queue_depth = queue_depth
+        self.queue_position = queue_position
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
 
     def extra(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"retry_after_s": self.retry_after_s}
+        if self.queue_position is not None:
+            fields["queue_position"] = self.queue_position
         if self.queue_depth is not None:
             fields["queue_depth"] = self.queue_depth
         return fields
@@ -180,6 +189,23 @@ class StateBusy(Busy):
     """The state database stayed locked by another process for longer than a request waits."""
 
     code = "state_busy"
+
+
+class QueueFull(Busy):
+    """MAX_QUEUE tickets already wait on this host (``queue_position``: where this one would have stood)."""
+
+    code = "queue_full"
+
+
+class QueueTimeout(Busy):
+    code = "queue_timeout"
+
+
+class TooManyWaiting(Busy):
+    """This caller already has its ``max_waiting`` tickets waiting: a 429, retried after the oldest starts."""
+
+    status = 429
+    code = "too_many_requests"
 
 
 class StateError(ServiceError):
