@@ -103,7 +103,9 @@ async def test_up_serves_real_answers_one_at_a_time_and_stops_cleanly(tmp_path: 
             assert first.json()["model"] == "smollm2:135m"
             assert len(first.json()["response"].strip()) > 0
             burst = await asyncio.gather(
-                *(client.post("/chat", json={"prompt": f"Say {i}.", "options": {"num_predict": 8}}) for i in range(10))
+                *(
+                    client.post("/chat", json={"prompt": f"Say {i}.", "options": {"num_predict": 8}}) for i in range(9)
+                )  # 1 running + 8 waiting: MAX_WAITING_PER_CALLER
             )
             stats = (await client.get(f"http://127.0.0.1:{ports['OLLAMA_PORT']}/_local/stats")).json()
             job = await client.post("/v1/jobs", json={"prompt": "Say hi.", "options": {"num_predict": 4}})

@@ -141,7 +141,7 @@ class GenerationSlot:
         return standing
 
     async def standings(self, place: Place, timeout_s: float) -> AsyncIterator[Standing]:
-        """The place's standing each time it changes (and every ``HEARTBEAT_S``) until it is granted.
+        """The place's standing each time its position changes (and every ``HEARTBEAT_S``) until it is granted.
 
         Raises ``QueueTimeout`` when it is not granted within ``timeout_s``.
         """
@@ -232,9 +232,12 @@ class GenerationSlot:
     def _update(self, snapshot: Snapshot) -> None:
         for ticket_id, place in self._places.items():
             standing = snapshot.standings.get(ticket_id)
-            if place.grant is None and standing is not None and standing != place.standing:
+            if place.grant is None and standing is not None:
+                # A stream hears of a new position at once; a new ETA alone waits for the heartbeat.
+                moved = standing.position != place.standing.position
                 place.standing = standing
-                place.changed.set()
+                if moved:
+                    place.changed.set()
 
     async def _dispatch(self) -> None:
         last_refresh = last_renew = 0.0
