@@ -7,6 +7,7 @@ clients are told while they wait, and what /readyz says meanwhile.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -117,7 +118,7 @@ async def test_waiting_streams_hear_their_place_until_they_run(tmp_path: Path) -
         positions = [line["queued"]["position"] for line in lines if "queued" in line]  # type: ignore[index]
         assert positions[0] == index + 1, (index, positions)
         assert positions[-1] == 0
-        assert all(a > b for a, b in zip(positions, positions[1:], strict=False)), (index, positions)
+        assert all(a > b for a, b in itertools.pairwise(positions)), (index, positions)
         assert lines[-1].get("done") is True
     # Served in the documented order: one caller, first in, first out.
     assert fake.recorder.prompts == ["first", *(f"s{i}" for i in range(count))]

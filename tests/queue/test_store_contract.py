@@ -29,8 +29,9 @@ def store(tmp_path: Path) -> Iterator[QueueStore]:
 def ticket(
     ticket_id: str, caller: str, *, weight: int = 1, klass: TicketClass = "interactive", holder: str | None = "p1"
 ) -> NewTicket:
+    batch = klass == "batch"
     return {"id": ticket_id, "caller": caller, "weight": weight, "ticket_class": klass, "model": "m",
-            "holder": holder if klass == "interactive" else None, "job_id": ticket_id if klass == "batch" else None}  # fmt: skip
+            "holder": None if batch else holder, "job_id": ticket_id if batch else None}  # fmt: skip
 
 
 async def served(store: QueueStore, now: float, mine: list[str]) -> list[str]:
@@ -49,7 +50,8 @@ async def test_the_readme_example_one_caller_cannot_crowd_out_another(store: Que
         ids.append(f"h{index}")
         await store.enqueue(ticket(f"h{index}", "H"), max_waiting=None, now=1.0)
     first = await store.claim("p1", ids, now=1.0)
-    assert first is not None and first["id"] == "h0"
+    assert first is not None
+    assert first["id"] == "h0"
     standing = await store.enqueue(ticket("l0", "L"), max_waiting=None, now=2.0)
     assert standing.position == 1  # next: H has had its turn this round
     await store.enqueue(ticket("w0", "W", weight=2), max_waiting=None, now=3.0)
@@ -112,13 +114,15 @@ async def test_only_the_head_is_claimed_and_only_by_its_holder_or_anyone_for_a_j
     await store.enqueue(ticket("y", "Y", holder="p1"), max_waiting=None, now=1.0)
     assert await store.claim("p1", ["y"], now=1.0) is None  # x is next, and it is p2's
     claimed = await store.claim("p2", ["x"], now=1.0)
-    assert claimed is not None and claimed["status"] == "running"
+    assert claimed is not None
+    assert claimed["status"] == "running"
     await store.enqueue(ticket("job", "J", klass="batch"), max_waiting=None, now=1.0)
     nxt = await store.finish("x", holder="p2", mine=[], now=2.0, duration_s=1.0)
     assert nxt is None  # y is p1's
     assert (await store.claim("p1", ["y"], now=2.0) or {}).get("id") == "y"
     job = await store.finish("y", holder="p1", mine=[], now=3.0, duration_s=1.0)
-    assert job is not None and job["job_id"] == "job"  # any holder runs a job
+    assert job is not None
+    assert job["job_id"] == "job"  # any holder runs a job
 
 
 async def test_a_job_is_queued_once_and_reports_its_position(store: QueueStore) -> None:
@@ -128,7 +132,8 @@ async def test_a_job_is_queued_once_and_reports_its_position(store: QueueStore) 
     assert first.position == again.position == 2
     assert len((await store.snapshot(now=2.0)).waiting) == 2
     standing = await store.job_standing("j", now=2.0)
-    assert standing is not None and standing.position == 2
+    assert standing is not None
+    assert standing.position == 2
 
 
 async def test_tickets_of_a_process_that_stopped_renewing_drop_out(store: QueueStore) -> None:

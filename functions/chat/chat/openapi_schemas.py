@@ -15,7 +15,7 @@ ERROR_CODES = [
     "model_not_found", "not_found", "method_not_allowed", "queue_full", "queue_timeout", "runner_busy",
     "not_ready", "upstream_error", "upstream_unavailable", "upstream_timeout", "deadline_exceeded", "internal_error",
     "job_not_found", "job_finished", "idempotency_conflict", "unauthorized", "model_forbidden", "state_busy",
-    "state_error",
+    "state_error", "too_many_requests",
 ]  # fmt: skip
 JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 
@@ -100,8 +100,24 @@ def component_schemas(settings: Settings) -> dict[str, Any]:
             },
         },
         "StreamLine": {
-            "description": "One line of a stream: a chunk, the final summary, or an error that ends it.",
+            "description": "One line of a stream: where it waits (`queued`, SSE `event: queued`: when the "
+            "position changes, at least every 5 s, and position 0 when it starts), a chunk, the final summary, or "
+            "an error that ends it.",
             "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["queued"],
+                    "properties": {
+                        "queued": {
+                            "type": "object",
+                            "required": ["position", "eta_s"],
+                            "properties": {
+                                "position": {"type": "integer", "minimum": 0, "description": "0 = running, 1 = next"},
+                                "eta_s": {"type": "number", "minimum": 0, "description": "Expected wait, seconds."},
+                            },
+                        }
+                    },
+                },
                 {"type": "object", "required": ["response"], "properties": {"response": {"type": "string"}}},
                 {
                     "type": "object",
@@ -177,7 +193,10 @@ def component_schemas(settings: Settings) -> dict[str, Any]:
                 "usage": {"oneOf": [usage, {"type": "null"}]},
                 "timings": {"oneOf": [timings, {"type": "null"}]},
                 "error": {"type": ["object", "null"]},
-                "queue_position": {"type": ["integer", "null"], "description": "Where a queued job waits, when known."},
+                "queue_position": {
+                    "type": ["integer", "null"],
+                    "description": "Where a queued job waits in the host's queue now (1 = next); null once it runs.",
+                },
             },
         },
         "Error": {
@@ -192,7 +211,12 @@ def component_schemas(settings: Settings) -> dict[str, Any]:
                         "message": {"type": "string"},
                         "request_id": {"type": "string"},
                         "retry_after_s": {"type": "integer", "minimum": 1},
-                        "queue_depth": {"type": "integer", "minimum": 0},
+                        "queue_position": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "Where the refused request would have stood (429, 503).",
+                        },
+                        "queue_depth": {"type": "integer", "minimum": 0, "description": "Requests waiting."},
                     },
                 }
             },

@@ -83,7 +83,6 @@ class Settings:
     max_queue: int = DEFAULT_MAX_QUEUE
     max_waiting_per_caller: int = DEFAULT_MAX_WAITING_PER_CALLER
     batch_max_wait_s: float = DEFAULT_BATCH_MAX_WAIT_S
-    queue_lease_s: float = DEFAULT_QUEUE_LEASE_S
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
     ollama_timeout_s: float = DEFAULT_OLLAMA_TIMEOUT_S
     ollama_connect_timeout_s: float = DEFAULT_OLLAMA_CONNECT_TIMEOUT_S
@@ -111,7 +110,7 @@ class Settings:
             max_queue=self.max_queue,
             max_waiting_per_caller=self.max_waiting_per_caller,
             batch_max_wait_s=self.batch_max_wait_s,
-            lease_s=self.queue_lease_s,
+            lease_s=DEFAULT_QUEUE_LEASE_S,
             default_estimate_s=self.generation_estimate_s,
         )
 

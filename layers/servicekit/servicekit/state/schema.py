@@ -47,7 +47,7 @@ MIGRATIONS: tuple[str, ...] = (
     # virtual finish per class, and each model's recent generation times (for ETAs).
     """
     CREATE TABLE queue_tickets (
-        seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order
+        seq          INTEGER PRIMARY KEY,       -- arrival order (above every ticket present)
         id           TEXT NOT NULL UNIQUE,
         caller       TEXT NOT NULL,
         weight       INTEGER NOT NULL,
