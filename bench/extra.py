@@ -107,7 +107,7 @@ def _slot_process(lock: str, generations: int, hold_s: float, start_at: float) -
         limits = QueueLimits(max_queue=10_000, max_waiting_per_caller=10_000, batch_max_wait_s=120, lease_s=5)
         queue = SqliteQueueStore(StateDatabase(Path(lock).parent / "state"), limits)
         slot = GenerationSlot(FileHostLock(lock), queue, poll_interval_s=0.001)
-        slot.start(lambda grant: None)
+        slot.start()
         marks: list[tuple[float, float]] = []
 
         async def waiter(index: int) -> None:

@@ -68,8 +68,9 @@ def stack(
         with ThreadPoolExecutor(1) as pool:
             key = pool.submit(asyncio.run, bench_key(state_dir)).result()
         token = secrets.token_urlsafe(32)
+        # Every bench client uses the one bench key: never capped before the queue is full.
         runner_env = {"OLLAMA_HOST": ollama_url, "STATE_DIR": state_dir, "MAX_QUEUE": str(max_queue),
-                      "RUNNER_TOKEN": token}  # fmt: skip
+                      "MAX_WAITING_PER_CALLER": str(max_queue + 1), "RUNNER_TOKEN": token}  # fmt: skip
         runner_url, runner = stack_.enter_context(
             uvicorn_process(
                 "runner", "runner.app:app", runner_env, extra_args=("--workers", str(runner_workers), "--no-access-log")

@@ -32,7 +32,7 @@ async def slots(tmp_path: Path) -> AsyncIterator[list[GenerationSlot]]:
         for _ in range(2)
     ]  # fmt: skip
     for slot in made:
-        slot.start(lambda grant: None)
+        slot.start()
     yield made
     for slot in made:
         await slot.aclose()

@@ -7,6 +7,7 @@ clients are told while they wait, and what /readyz says meanwhile.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -87,6 +88,10 @@ async def test_a_caller_with_one_request_is_not_stuck_behind_a_burst(tmp_path: P
     print("served:", prompts, "L asked after", started_before)  # the fairness example, as measured
 
 
+def has_lines(streams: dict[int, list[dict[str, object]]], index: int) -> bool:
+    return bool(streams.get(index))
+
+
 async def test_waiting_streams_hear_their_place_until_they_run(tmp_path: Path) -> None:
     state = StateSettings(directory=str(tmp_path / "state"))
     fake = FakeOllama()
@@ -110,7 +115,7 @@ async def test_waiting_streams_hear_their_place_until_they_run(tmp_path: Path) -
             tasks = []
             for index in range(count):
                 tasks.append(asyncio.create_task(stream(index)))
-                await eventually(lambda i=index: bool(streams.get(i)))  # it has heard its first place
+                await eventually(functools.partial(has_lines, streams, index))  # it has heard its first place
             assert await waiting(chat) == count  # /readyz counts exactly those waiting
             await asyncio.gather(*tasks)
             assert (await blocker).status_code == 200

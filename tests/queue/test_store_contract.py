@@ -119,7 +119,9 @@ async def test_only_the_head_is_claimed_and_only_by_its_holder_or_anyone_for_a_j
     await store.enqueue(ticket("job", "J", klass="batch"), max_waiting=None, now=1.0)
     nxt = await store.finish("x", holder="p2", mine=[], now=2.0, duration_s=1.0)
     assert nxt is None  # y is p1's
-    assert (await store.claim("p1", ["y"], now=2.0) or {}).get("id") == "y"
+    mine = await store.claim("p1", ["y"], now=2.0)
+    assert mine is not None
+    assert mine["id"] == "y"
     job = await store.finish("y", holder="p1", mine=[], now=3.0, duration_s=1.0)
     assert job is not None
     assert job["job_id"] == "job"  # any holder runs a job

@@ -231,6 +231,7 @@ def create_app(
         poll_interval_s=settings.lock_poll_interval_s,
     )
     jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama)
+    slot.on_job = jobs.run_claimed
     runner = Runner(settings, ollama, slot, jobs)
 
     chat_only = [Middleware(ChatOnly, token=settings.runner_token)]
@@ -239,7 +240,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if (notice := startup_notice(settings.runner_token)) is not None:
             logger.warning(notice)
-        slot.start(jobs.run_claimed)
+        slot.start()
         yield
         await slot.aclose()
         await jobs.aclose()

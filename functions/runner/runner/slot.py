@@ -79,17 +79,21 @@ class GenerationSlot:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._places: dict[str, Place] = {}
         self._holding: Grant | None = None
-        self._job_starter: JobStarter | None = None
+        # Runs a job this process claimed (set once, before any request: JobRunner.run_claimed).
+        self.on_job: JobStarter | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._draining = True  # jobs may be waiting (at start: maybe left by a runner that died)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
-    def start(self, job_starter: JobStarter) -> None:
-        """Start draining (call inside the running loop, once): claimed jobs go to ``job_starter``."""
-        self._job_starter = job_starter
-        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+    def start(self) -> None:
+        """Start dispatching now (at app start: to drain jobs before any request arrives).
+
+        Joining starts it too, when it is not running (on Lambda no lifespan runs).
+        """
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
 
     async def aclose(self) -> None:
         if self._dispatcher is not None:
@@ -119,6 +123,7 @@ class GenerationSlot:
             raise
         place = Place(ticket_id, standing, standing)
         self._places[ticket_id] = place
+        self.start()
         if standing.position == 0 and claim_as is not None:
             self._give(place, Grant(running(new, claim_as, now), queue_ms=0.0))
         else:
@@ -137,6 +142,7 @@ class GenerationSlot:
                           "ticket_class": "batch", "model": model, "holder": None, "job_id": job_id}  # fmt: skip
         standing = await self.queue.enqueue(new, max_waiting=caller.max_waiting, now=time.time())
         self._draining = True
+        self.start()
         self._wake.set()
         return standing
 
@@ -218,8 +224,8 @@ class GenerationSlot:
         queue_ms = max(0.0, time.time() - ticket["created_at"]) * 1000
         grant = Grant(ticket, queue_ms=queue_ms)
         self._holding = grant
-        if ticket["job_id"] is not None and self._job_starter is not None:
-            self._job_starter(grant)
+        if ticket["job_id"] is not None and self.on_job is not None:
+            self.on_job(grant)
         else:  # its place left in the same instant: pass the slot on
             asyncio.get_running_loop().create_task(self.release(grant))
 
@@ -258,7 +264,7 @@ class GenerationSlot:
             last_refresh = now
             head = snapshot.head
             self._draining = any(t["holder"] is None for t in snapshot.waiting)
-            ours = head is not None and (head["id"] in self._places or head["holder"] is None)
+            ours = head is not None and (head["id"] in self._places or (head["holder"] is None and bool(self.on_job)))
             if ours and self._holding is None and self._host.try_acquire():
                 claimed = None
                 try:
