@@ -95,7 +95,7 @@ def has_lines(streams: dict[int, list[dict[str, object]]], index: int) -> bool:
 async def test_waiting_streams_hear_their_place_until_they_run(tmp_path: Path) -> None:
     state = StateSettings(directory=str(tmp_path / "state"))
     fake = FakeOllama()
-    fake.faults.token_delay_s = 0.1  # ~0.3 s a generation
+    fake.faults.token_delay_s = 0.2  # ~0.6 s a generation: all five join while "first" runs
     count = 5
     with runners(fake, state) as runner_url:
         async with chat_over(runner_url, state) as chat:

@@ -96,17 +96,20 @@ async def test_interactive_before_batch_and_old_batch_promoted(store: QueueStore
 
 async def test_caps_refuse_with_the_position_the_ticket_would_have(store: QueueStore) -> None:
     await store.enqueue(ticket("a0", "A"), max_waiting=None, now=1.0)
-    await store.enqueue(ticket("a1", "A"), max_waiting=2, now=1.0)
+    # With nothing running, the head is being handed the slot: it does not count as waiting.
+    await store.enqueue(ticket("a1", "A"), max_waiting=1, now=1.0)
+    assert await store.claim("p1", ["a0"], now=1.0) is not None
+    await store.enqueue(ticket("a2", "A"), max_waiting=2, now=1.0)
     with pytest.raises(TooManyWaiting) as too_many:
-        await store.enqueue(ticket("a2", "A"), max_waiting=2, now=1.0)
+        await store.enqueue(ticket("a3", "A"), max_waiting=2, now=1.0)
     assert (too_many.value.status, too_many.value.queue_position, too_many.value.queue_depth) == (429, 3, 2)
-    assert too_many.value.retry_after_s == 4  # two tickets of 2 s (the default estimate) ahead
+    assert too_many.value.retry_after_s == 6  # a0's 2 s (the default estimate), then a1's and a2's
     for index in range(18):
         await store.enqueue(ticket(f"b{index}", f"B{index}"), max_waiting=None, now=1.0)
     with pytest.raises(QueueFull) as full:
         await store.enqueue(ticket("c", "C"), max_waiting=None, now=1.0)
     assert (full.value.status, full.value.queue_depth) == (503, 20)
-    assert (await store.snapshot(now=1.0)).standings.keys() == {"a0", "a1", *(f"b{i}" for i in range(18))}
+    assert (await store.snapshot(now=1.0)).standings.keys() == {"a1", "a2", *(f"b{i}" for i in range(18))}
 
 
 async def test_only_the_head_is_claimed_and_only_by_its_holder_or_anyone_for_a_job(store: QueueStore) -> None:
