@@ -19,7 +19,7 @@ from servicekit.state.factory import StateSettings
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama
 from tests.inprocess import AppClient
-from tests.jobs.helpers import status_is, wait_for
+from tests.jobs.helpers import eventually, status_is, wait_for
 from tests.servers import serve_in_thread, uvicorn_process
 
 
@@ -69,3 +69,18 @@ async def test_jobs_queued_in_a_runner_that_is_killed_are_run_by_another(tmp_pat
     assert {finals[job_id]["status"] for job_id in queued} == {"succeeded"}
     assert finals[ids[0]]["error"]["code"] == "runner_lost"  # the one it was running when it died
     assert fake.recorder.peak == 1
+
+
+async def test_a_cancelled_queued_job_leaves_the_queue_at_once(
+    fake: FakeOllama, runner_settings: RunnerSettings, make_chat: Callable[..., httpx.AsyncClient]
+) -> None:
+    fake.faults.token_delay_s = 0.1
+    async with make_chat(runner_app_for(fake, runner_settings)) as chat:
+        busy = asyncio.create_task(chat.post("/chat", json={"prompt": "busy"}))
+        await eventually(lambda: fake.recorder.active == 1)
+        job_id = (await chat.post("/v1/jobs", json={"prompt": "never"})).json()["id"]
+        assert (await chat.get(f"/v1/jobs/{job_id}")).json()["queue_position"] == 1
+        assert (await chat.delete(f"/v1/jobs/{job_id}")).json()["status"] == "cancelled"
+        assert (await chat.get("/readyz")).json()["runner"]["queue"] == {"interactive": 0, "batch": 0}
+        assert (await busy).status_code == 200
+    assert fake.recorder.prompts == ["busy"]

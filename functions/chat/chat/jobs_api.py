@@ -20,6 +20,7 @@ from servicekit.errors import InvalidRequest, JobFinished, JobNotFound, ServiceE
 from servicekit.generation import GenerationRequest, parse_generation_request
 from servicekit.jobs.model import FINISHED, Job, is_job_id, iso, new_job, view
 from servicekit.jobs.store import JobStore
+from servicekit.queue.model import job_ticket_id
 from servicekit.queue.store import QueueStore
 from servicekit.requestid import request_id_of
 from starlette.requests import Request
@@ -133,4 +134,6 @@ class JobsEndpoints:
         after = await self.store.cancel(job_id, now=now)
         if after is None or after["status"] != "cancelled":  # it finished in the meantime
             raise JobFinished(f"Job {job_id} has already finished.")
+        if self.queue is not None and job["status"] == "queued":  # out of the queue now (a runner would skip it)
+            await self.queue.leave(job_ticket_id(job_id))
         return JSONResponse(view(after))

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import anyio
 from servicekit.callers import Caller
 from servicekit.errors import QueueTimeout, ServiceError
-from servicekit.queue.model import NewTicket, Snapshot, Standing, Ticket, TicketClass, running
+from servicekit.queue.model import NewTicket, Snapshot, Standing, Ticket, TicketClass, job_ticket_id, running
 from servicekit.queue.store import QueueStore
 
 from runner.hostlock import HostLock
@@ -138,7 +138,7 @@ class GenerationSlot:
 
     async def enqueue_job(self, job_id: str, caller: Caller, model: str) -> Standing:
         """Add a job's ticket (no holder: whichever runner holds the slot when it is the head runs it)."""
-        new: NewTicket = {"id": f"job-{job_id}", "caller": caller.name, "weight": caller.weight,
+        new: NewTicket = {"id": job_ticket_id(job_id), "caller": caller.name, "weight": caller.weight,
                           "ticket_class": "batch", "model": model, "holder": None, "job_id": job_id}  # fmt: skip
         standing = await self.queue.enqueue(new, max_waiting=caller.max_waiting, now=time.time())
         self._draining = True

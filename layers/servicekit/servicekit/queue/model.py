@@ -91,6 +91,11 @@ class Snapshot:
         return depth
 
 
+def job_ticket_id(job_id: str) -> str:
+    """A job's ticket id: one ticket per job, whoever queues it (a second delivery finds it)."""
+    return f"job-{job_id}"
+
+
 def running(new: NewTicket, holder: str, now: float) -> Ticket:
     """The ticket ``new`` as it is once claimed at the moment it joined (an idle slot)."""
     return {**new, "created_at": now, "seq": 0, "vstart": 0.0, "status": "running", "holder": holder,
