@@ -83,15 +83,20 @@ class GenerationSlot:
         self.on_job: JobStarter | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._draining = True  # jobs may be waiting (at start: maybe left by a runner that died)
+        self._draining = False  # jobs may be waiting: look for them
+        self._persistent = False  # started with the app: dispatch (and drain) for as long as it runs
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start dispatching now (at app start: to drain jobs before any request arrives).
+        """Dispatch for as long as the app runs (its lifespan): drain jobs, even ones left by a runner
+        that died, before any request arrives."""
+        self._persistent = self._draining = True
+        self._dispatch_now()
 
-        Joining starts it too, when it is not running (on Lambda no lifespan runs).
-        """
+    def _dispatch_now(self) -> None:
+        """Make sure the dispatcher runs. Started here (on Lambda, where no lifespan runs), it stops
+        once nothing of this process's waits, so no worker thread outlives the invocation."""
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
 
@@ -123,12 +128,12 @@ class GenerationSlot:
             raise
         place = Place(ticket_id, standing, standing)
         self._places[ticket_id] = place
-        self.start()
         if standing.position == 0 and claim_as is not None:
             self._give(place, Grant(running(new, claim_as, now), queue_ms=0.0))
         else:
             if claim_as is not None:
                 self._host.release()
+            self._dispatch_now()
             self._wake.set()
         try:
             yield place
@@ -142,7 +147,7 @@ class GenerationSlot:
                           "ticket_class": "batch", "model": model, "holder": None, "job_id": job_id}  # fmt: skip
         standing = await self.queue.enqueue(new, max_waiting=caller.max_waiting, now=time.time())
         self._draining = True
-        self.start()
+        self._dispatch_now()
         self._wake.set()
         return standing
 
@@ -247,7 +252,7 @@ class GenerationSlot:
 
     async def _dispatch(self) -> None:
         last_refresh = last_renew = 0.0
-        while True:
+        while self._persistent or self._draining or self._waiting_ids():
             try:
                 last_refresh, last_renew = await self._step(last_refresh, last_renew)
             except ServiceError as exc:  # the store is busy or failing: try again shortly
