@@ -1,4 +1,5 @@
-"""The runner's ASGI app: ``POST /v1/run/{model}``, ``POST /v1/jobs/{id}/run``, ``GET /healthz``, ``GET /readyz``.
+"""The runner's ASGI app: ``POST /v1/run/{model}``, ``POST /v1/embed/{model}``, ``POST /v1/jobs/{id}/run``,
+``GET|POST /v1/ollama/{tags,show,ps,version}`` (metadata, never queued), ``GET /healthz``, ``GET /readyz``.
 
 ``app`` is built from the environment at import: one Ollama client and one slot per process.
 """
@@ -9,13 +10,16 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import cast
 
 import httpx
 from servicekit.body import read_json_object
 from servicekit.disconnect import CancelOnDisconnect
+from servicekit.embedding import parse_embedding_request
 from servicekit.errors import (
     JobNotFound,
     NotReady,
+    RouteNotFound,
     ServiceError,
     UpstreamError,
     error_envelope,
@@ -38,10 +42,23 @@ from runner.budget import Budget
 from runner.errors import QueueFull
 from runner.hostlock import FileHostLock, HostLock
 from runner.jobs import JobRunner
+from runner.metadata import PATHS, MetadataCache, MetadataKind
 from runner.ollama import OllamaClient
 from runner.settings import Settings
 from runner.slot import GenerationSlot
-from runner.wire import OllamaChunk, RunReply, chunk_text, done_of, ollama_request, timings_of, usage_of
+from runner.wire import (
+    EmbedReply,
+    OllamaChunk,
+    RunReply,
+    StreamDelta,
+    chunk_extras,
+    chunk_text,
+    done_of,
+    ollama_embed_request,
+    ollama_request,
+    timings_of,
+    usage_of,
+)
 
 # Under Lambda, stop waiting for the slot (and a job's generation) this long before the
 # invocation would be killed.
@@ -72,6 +89,7 @@ class Runner:
         self.ollama = ollama
         self.slot = slot
         self.jobs = jobs
+        self.metadata_cache = MetadataCache(ollama)
 
     async def run(self, request: Request) -> Response:
         model = request.path_params["model"]
@@ -92,6 +110,7 @@ class Runner:
             reply: RunReply = {
                 "model": model,
                 "response": chunk_text(final),
+                **chunk_extras(final),
                 "done_reason": final.get("done_reason", "stop"),
                 "usage": usage_of(final),
                 "timings": timings_of(final, ticket.queue_ms),
@@ -127,13 +146,45 @@ class Runner:
                 if chunk.get("done"):
                     yield json_line(done_of(chunk, queue_ms))
                     return
-                text = chunk_text(chunk)
-                if text:
-                    yield json_line({"response": text})
+                delta: StreamDelta = {"response": chunk_text(chunk), **chunk_extras(chunk)}
+                if delta["response"] or len(delta) > 1:
+                    yield json_line(delta)
             raise UpstreamError("Ollama ended the stream before the generation was done.")
         except ServiceError as exc:
             # The status line is long gone: the error is the stream's last line.
             yield json_line(error_envelope(exc, request_id))
+
+    async def embed(self, request: Request) -> Response:
+        """Embeddings take the slot like a generation: the model runs either way."""
+        model = request.path_params["model"]
+        data = await read_json_object(
+            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
+        )
+        embedding = parse_embedding_request(data, max_prompt_chars=self.settings.max_prompt_chars)
+        prepared = self.ollama.prepare(*ollama_embed_request(model, embedding))
+        budget = Budget.of(request)
+        async with self.slot.hold(budget.cap(queue_timeout_s(self.settings, request.scope))) as ticket:
+            answer = await budget.run(self.ollama.embed(prepared))
+        reply: EmbedReply = {
+            "model": model,
+            "embeddings": answer["embeddings"],
+            "usage": {"prompt_tokens": int(answer.get("prompt_eval_count", 0)), "completion_tokens": 0},
+            "timings": timings_of({**answer, "eval_count": 0}, ticket.queue_ms),  # type: ignore[typeddict-item]
+        }
+        return JSONResponse(reply, headers={"X-Queue-Wait-Ms": f"{ticket.queue_ms:.1f}"})
+
+    async def metadata(self, request: Request) -> Response:
+        """Ollama's own answer (status and body) to a metadata request, from a short cache; never queued."""
+        kind = request.path_params["kind"]
+        if kind not in PATHS:
+            raise RouteNotFound(f"There is no route {request.url.path}.")
+        body = None
+        if request.method == "POST":
+            body = await read_json_object(
+                request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
+            )
+        status, answer = await self.metadata_cache.get(cast(MetadataKind, kind), body)
+        return JSONResponse(answer, status_code=status)
 
     async def run_job(self, request: Request) -> Response:
         """Run a stored job: inline on Lambda (the invocation is the worker), in the background elsewhere."""
@@ -207,6 +258,8 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/v1/run/{model:path}", runner.run, methods=["POST"]),
+            Route("/v1/embed/{model:path}", runner.embed, methods=["POST"]),
+            Route("/v1/ollama/{kind}", runner.metadata, methods=["GET", "POST"]),
             Route("/v1/jobs/{job_id}/run", runner.run_job, methods=["POST"]),
             Route("/healthz", runner.healthz, methods=["GET"]),
             Route("/readyz", runner.readyz, methods=["GET"]),

@@ -15,8 +15,11 @@ from typing import Any, cast
 import httpx
 from servicekit.upstream import Upstream, translate, translate_mid_stream
 
-from runner.errors import ModelNotFound, UpstreamError
-from runner.wire import OllamaChunk, OllamaEndpoint, OllamaRequest
+from runner.errors import InvalidRequest, ModelNotFound, UpstreamError
+from runner.wire import OllamaChunk, OllamaEmbedReply, OllamaEmbedRequest, OllamaEndpoint, OllamaRequest
+
+# Metadata (tags, show, ps) answers at once in Ollama; a few seconds means it is in trouble.
+METADATA_TIMEOUT_S = 5.0
 
 
 def _error_message(body: bytes) -> str:
@@ -32,6 +35,9 @@ def _error_message(body: bytes) -> str:
 def _raise_for_status(response: httpx.Response, body: bytes, model: str) -> None:
     if response.status_code == 404:
         raise ModelNotFound(f"Ollama does not have model '{model}': {_error_message(body)}")
+    if response.status_code == 400:
+        # e.g. "... does not support tools" / "... does not support thinking": the request, not Ollama, is at fault.
+        raise InvalidRequest(f"Ollama refused the request: {_error_message(body)}")
     if response.status_code >= 400:
         raise UpstreamError(f"Ollama answered {response.status_code}: {_error_message(body)}")
 
@@ -80,7 +86,22 @@ class OllamaClient:
         data: Any = response.json() if response.content else {}
         return str(data.get("version", "unknown")) if isinstance(data, dict) else "unknown"
 
-    def prepare(self, endpoint: OllamaEndpoint, body: OllamaRequest) -> PreparedGeneration:
+    async def metadata(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """Ollama's answer to a metadata request (``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version``):
+        its status and decoded JSON, errors included (a 404 from /api/show is an answer, not a failure)."""
+        try:
+            request = self._http.request(method, path, json_body=body, timeout=httpx.Timeout(METADATA_TIMEOUT_S))
+            response = await self._http.send(request)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.name) from exc
+        if response.status_code >= 500:
+            raise UpstreamError(f"Ollama answered {response.status_code}: {_error_message(response.content)}")
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            raise UpstreamError(f"Ollama answered {path} with something that is not JSON.") from None
+
+    def prepare(self, endpoint: OllamaEndpoint, body: OllamaRequest | OllamaEmbedRequest) -> PreparedGeneration:
         """Build the request while waiting for the slot: once granted, it only has to be sent."""
         return PreparedGeneration(self._http.request("POST", f"/api/{endpoint}", json_body=body), body["model"])
 
@@ -92,6 +113,20 @@ class OllamaClient:
             raise translate(exc, self.name) from exc
         _raise_for_status(response, response.content, prepared.model)
         return _parse_chunk(response.content)
+
+    async def embed(self, prepared: PreparedGeneration) -> OllamaEmbedReply:
+        try:
+            response = await self._http.send(prepared.request)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.name) from exc
+        _raise_for_status(response, response.content, prepared.model)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("embeddings"), list):
+            raise UpstreamError("Ollama answered an embedding request with something that is not embeddings.")
+        return cast(OllamaEmbedReply, data)
 
     @asynccontextmanager
     async def stream(self, prepared: PreparedGeneration) -> AsyncIterator[AsyncIterator[OllamaChunk]]:
