@@ -1,0 +1,108 @@
+"""Ollama's API on chat: ``/api/chat``, ``/api/generate``, ``/api/embed``, ``/api/embeddings`` (through the
+runner's slot), ``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version`` and ``/`` (never queued),
+and the management endpoints, refused. Translation lives in :mod:`chat.dialects.ollama`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from servicekit.errors import ManagementRefused
+from servicekit.requestid import request_id_of
+from servicekit.streaming import ChunkStream
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from chat.dialects import ollama, runner_events
+from chat.metadata import Metadata
+
+if TYPE_CHECKING:
+    from chat.app import Chat
+
+NDJSON = "application/x-ndjson"
+RUNNING = "Ollama is running"
+MANAGEMENT = ("/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/{digest}")
+ANY_METHOD = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]
+
+
+def root_representation(request: Request) -> Response:
+    """``GET /``: what Ollama answers, so tools that probe for "Ollama is running" find it.
+
+    The one place to negotiate on ``Accept`` if browsers are to get a page here one day.
+    """
+    return PlainTextResponse(RUNNING)
+
+
+class OllamaAPI:
+    def __init__(self, chat: Chat, metadata: Metadata) -> None:
+        self.chat = chat
+        self.metadata = metadata
+        self.max_prompt_chars = chat.settings.max_prompt_chars
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/", root_representation, methods=["GET"]),  # HEAD is served with GET
+            Route("/api/chat", self.chat_endpoint, methods=["POST"]),
+            Route("/api/generate", self.generate, methods=["POST"]),
+            Route("/api/embed", self.embed, methods=["POST"]),
+            Route("/api/embeddings", self.embeddings, methods=["POST"]),
+            Route("/api/tags", self.tags, methods=["GET"]),
+            Route("/api/show", self.show, methods=["POST"]),
+            Route("/api/ps", self.ps, methods=["GET"]),
+            Route("/api/version", self.version, methods=["GET"]),
+            *(Route(path, self.management, methods=ANY_METHOD) for path in MANAGEMENT),
+        ]
+
+    async def chat_endpoint(self, request: Request) -> Response:
+        return await self._generate(request, chat=True)
+
+    async def generate(self, request: Request) -> Response:
+        return await self._generate(request, chat=False)
+
+    async def _generate(self, request: Request, *, chat: bool) -> Response:
+        data = await self.chat.body(request)
+        requested, generation = ollama.generation_request(data, chat=chat, max_prompt_chars=self.max_prompt_chars)
+        model = self.chat.models.choose(requested)
+        shown = requested if isinstance(requested, str) else model  # Ollama echoes the name it was asked for
+        if not generation.get("stream"):
+            reply, headers = await self.chat.whole(model, generation, request)
+            return JSONResponse(ollama.reply(shown, reply, chat=chat), headers=headers)
+        lines, headers, cleanup = await self.chat.open_stream(model, generation, request)
+        chunks = ollama.stream(shown, runner_events(lines), chat=chat)
+        return ChunkStream(chunks, cleanup=cleanup, media_type=NDJSON, headers=headers)
+
+    async def embed(self, request: Request) -> Response:
+        return await self._embed(request, legacy=False)
+
+    async def embeddings(self, request: Request) -> Response:
+        return await self._embed(request, legacy=True)
+
+    async def _embed(self, request: Request, *, legacy: bool) -> Response:
+        data = await self.chat.body(request)
+        requested, embedding = ollama.embedding_request(data, legacy=legacy, max_prompt_chars=self.max_prompt_chars)
+        model = self.chat.models.choose(requested)
+        reply, headers = await self.chat.runner.embed(model, embedding, request_id_of(request.scope))
+        shown = requested if isinstance(requested, str) else model
+        body = ollama.legacy_embedding_reply(reply) if legacy else ollama.embed_reply(shown, reply)
+        return JSONResponse(body, headers={k: v for k, v in headers.items() if k.lower() == "x-queue-wait-ms"})
+
+    async def tags(self, request: Request) -> Response:
+        return JSONResponse({"models": await self.metadata.tags(request_id_of(request.scope))})
+
+    async def show(self, request: Request) -> Response:
+        data = await self.chat.body(request)
+        model = data.get("model", data.get("name"))  # older clients send "name"
+        return JSONResponse(await self.metadata.show(self.chat.models.choose(model), request_id_of(request.scope)))
+
+    async def ps(self, request: Request) -> Response:
+        return JSONResponse({"models": await self.metadata.ps(request_id_of(request.scope))})
+
+    async def version(self, request: Request) -> Response:
+        return JSONResponse({"version": await self.metadata.version(request_id_of(request.scope))})
+
+    async def management(self, request: Request) -> Response:
+        raise ManagementRefused(
+            f"{request.url.path} is refused: models are managed on the Ollama host by its operator "
+            "(e.g. `ollama pull`), never through this public endpoint."
+        )
