@@ -32,7 +32,11 @@ def conforms(document: dict[str, Any], schema_name: str, instance: Any) -> list[
 async def test_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
     assert document["openapi"] == "3.1.0"
     validate(document)
-    assert set(document["paths"]) == {"/chat", "/healthz", "/readyz", "/v1/jobs", "/v1/jobs/{id}"}
+    ollama = {"/", "/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/tags", "/api/show",
+              "/api/ps", "/api/version", "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete",
+              "/api/blobs/{digest}"}  # fmt: skip
+    openai = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/models/{model}"}
+    assert set(document["paths"]) == {"/chat", "/healthz", "/readyz", "/v1/jobs", "/v1/jobs/{id}", *ollama, *openai}
 
 
 async def test_real_responses_conform(document: dict[str, Any], chat_client: httpx.AsyncClient) -> None:

@@ -27,9 +27,7 @@ ChatApps = Callable[..., Any]
 
 
 @asynccontextmanager
-async def chat_app_over(
-    runner_app: Starlette, settings: ChatSettings, **overrides: Any
-) -> AsyncIterator[Starlette]:
+async def chat_app_over(runner_app: Starlette, settings: ChatSettings, **overrides: Any) -> AsyncIterator[Starlette]:
     """The chat app over ``runner_app``, both lifespans running."""
     app = create_chat_app(dataclasses.replace(settings, **overrides), runner_transport=httpx.ASGITransport(runner_app))
     async with AppClient(app, behind=[runner_app], base_url="http://chat.test"):

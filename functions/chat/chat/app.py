@@ -34,7 +34,7 @@ from chat.errors import RunnerBusy
 from chat.jobs_api import JobsEndpoints
 from chat.lambda_transport import LambdaInvokeTransport, boto3_lambda_client
 from chat.metadata import Metadata, RunnerMetadata, SettingsMetadata
-from chat.models import Models
+from chat.models import MISSING, Models
 from chat.ollama_api import OllamaAPI
 from chat.openai_api import OpenAIAPI
 from chat.openapi import openapi_document
@@ -61,7 +61,7 @@ class Chat:
 
     def model(self, data: dict[str, Any]) -> str:
         """The requested model (or the default), if it is allowed here."""
-        return self.models.choose(data.get("model"))
+        return self.models.choose(data.get("model", MISSING))
 
     async def body(self, request: Request) -> dict[str, Any]:
         return await read_json_object(

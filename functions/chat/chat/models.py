@@ -19,6 +19,13 @@ def tagged(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
+class _Missing:
+    """A request that names no model (unlike one that names ``null``, which is refused)."""
+
+
+MISSING: Any = _Missing()
+
+
 class Models:
     def __init__(self, default: str, allowed: Iterable[str]) -> None:
         self.default = default
@@ -29,9 +36,9 @@ class Models:
         """The ALLOWED_MODELS spelling of ``name``, or None when it is not allowed."""
         return self._by_tag.get(tagged(name))
 
-    def choose(self, requested: Any) -> str:
-        """The requested model (the default when None), if it is allowed; raise otherwise."""
-        model = self.default if requested is None else requested
+    def choose(self, requested: Any = MISSING) -> str:
+        """The requested model (the default when none is named), if it is allowed; raise otherwise."""
+        model = self.default if requested is MISSING else requested
         if not isinstance(model, str) or not model:
             raise InvalidRequest("'model' must be a non-empty string.")
         name = self.allowed_name(model)

@@ -16,14 +16,16 @@ from starlette.routing import BaseRoute, Route
 
 from chat.dialects import ollama, runner_events
 from chat.metadata import Metadata
+from chat.models import MISSING
 
 if TYPE_CHECKING:
     from chat.app import Chat
 
 NDJSON = "application/x-ndjson"
 RUNNING = "Ollama is running"
-MANAGEMENT = ("/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/{digest}")
-ANY_METHOD = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]
+# Ollama's management endpoints, on the methods Ollama serves them (others are 405, as there).
+MANAGEMENT = {"/api/pull": ["POST"], "/api/push": ["POST"], "/api/create": ["POST"], "/api/copy": ["POST"],
+              "/api/delete": ["DELETE"], "/api/blobs/{digest}": ["POST", "HEAD"]}  # fmt: skip
 
 
 def root_representation(request: Request) -> Response:
@@ -51,7 +53,7 @@ class OllamaAPI:
             Route("/api/show", self.show, methods=["POST"]),
             Route("/api/ps", self.ps, methods=["GET"]),
             Route("/api/version", self.version, methods=["GET"]),
-            *(Route(path, self.management, methods=ANY_METHOD) for path in MANAGEMENT),
+            *(Route(path, self.management, methods=methods) for path, methods in MANAGEMENT.items()),
         ]
 
     async def chat_endpoint(self, request: Request) -> Response:
@@ -64,7 +66,7 @@ class OllamaAPI:
         data = await self.chat.body(request)
         requested, generation = ollama.generation_request(data, chat=chat, max_prompt_chars=self.max_prompt_chars)
         model = self.chat.models.choose(requested)
-        shown = requested if isinstance(requested, str) else model  # Ollama echoes the name it was asked for
+        shown = requested if requested is not MISSING else model  # Ollama echoes the name it was asked for
         if not generation.get("stream"):
             reply, headers = await self.chat.whole(model, generation, request)
             return JSONResponse(ollama.reply(shown, reply, chat=chat), headers=headers)
@@ -83,7 +85,7 @@ class OllamaAPI:
         requested, embedding = ollama.embedding_request(data, legacy=legacy, max_prompt_chars=self.max_prompt_chars)
         model = self.chat.models.choose(requested)
         reply, headers = await self.chat.runner.embed(model, embedding, request_id_of(request.scope))
-        shown = requested if isinstance(requested, str) else model
+        shown = requested if requested is not MISSING else model
         body = ollama.legacy_embedding_reply(reply) if legacy else ollama.embed_reply(shown, reply)
         return JSONResponse(body, headers={k: v for k, v in headers.items() if k.lower() == "x-queue-wait-ms"})
 
@@ -92,8 +94,11 @@ class OllamaAPI:
 
     async def show(self, request: Request) -> Response:
         data = await self.chat.body(request)
-        model = data.get("model", data.get("name"))  # older clients send "name"
-        return JSONResponse(await self.metadata.show(self.chat.models.choose(model), request_id_of(request.scope)))
+        ollama.check_show_request(data)
+        # Older clients send "name"; each name given must be an allowed one.
+        names = [self.chat.models.choose(data[key]) for key in ("model", "name") if key in data]
+        model = names[0] if names else self.chat.models.choose()
+        return JSONResponse(await self.metadata.show(model, request_id_of(request.scope)))
 
     async def ps(self, request: Request) -> Response:
         return JSONResponse({"models": await self.metadata.ps(request_id_of(request.scope))})

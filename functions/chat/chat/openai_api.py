@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from chat.dialects import openai, runner_events
 from chat.metadata import Metadata
+from chat.models import MISSING
 
 if TYPE_CHECKING:
     from chat.app import Chat
@@ -61,7 +62,7 @@ class OpenAIAPI:
     async def _complete(
         self, request: Request, data: dict[str, Any], requested: Any, generation: GenerationRequest, *, chat: bool
     ) -> Response:
-        if requested is None:
+        if requested is MISSING:
             raise InvalidRequest("'model' is required.")
         model = self.chat.models.choose(requested)
         completion = openai.Completion(request_id_of(request.scope), requested, chat=chat)
@@ -77,7 +78,7 @@ class OpenAIAPI:
     async def embeddings(self, request: Request) -> Response:
         data = await self.chat.body(request)
         requested, embedding, base64_encoded = openai.embedding_request(data, max_prompt_chars=self.max_prompt_chars)
-        if requested is None:
+        if requested is MISSING:
             raise InvalidRequest("'model' is required.")
         model = self.chat.models.choose(requested)
         reply, headers = await self.chat.runner.embed(model, embedding, request_id_of(request.scope))

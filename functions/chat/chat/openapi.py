@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chat.openapi_dialects import dialect_components, dialect_paths
 from chat.openapi_schemas import component_schemas
 from chat.settings import Settings
 
@@ -150,6 +151,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {**health, "503": _error("The runner or Ollama is not ready (`not_ready`).")},
                 }
             },
+            **dialect_paths(),
         },
-        "components": {"schemas": component_schemas(settings)},
+        "components": {"schemas": {**component_schemas(settings), **dialect_components(settings)}},
     }

@@ -10,7 +10,6 @@ without ``include_extras`` still gives the plain types, for code that only wants
 from __future__ import annotations
 
 import types
-import typing
 from dataclasses import dataclass
 from typing import (
     Annotated,
@@ -143,7 +142,14 @@ def _base_schema(base: Any, *, max_prompt_chars: int, refs: dict[type, str]) -> 
 def object_schema(typed_dict: type, *, max_prompt_chars: int, refs: dict[type, str] | None = None) -> dict[str, Any]:
     """A TypedDict as a closed object: its fields, which are required, nothing else."""
     hints = get_type_hints(typed_dict, include_extras=True)
-    required: frozenset[str] = typing.cast(frozenset[str], typed_dict.__required_keys__)  # type: ignore[attr-defined]
+    total = bool(getattr(typed_dict, "__total__", True))
+    # Read from the hints, not __required_keys__: with postponed annotations Python 3.11 cannot
+    # see NotRequired[...] when it builds the class, and counts every field as required.
+    required = [
+        name
+        for name, hint in hints.items()
+        if get_origin(hint) is Required or (total and get_origin(hint) is not NotRequired)
+    ]
     schema: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,

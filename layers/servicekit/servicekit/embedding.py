@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, NotRequired, TypedDict
 
-from servicekit.contract import Items, Length, Range
+from servicekit.contract import Items, Length, PromptText, Range
 from servicekit.errors import InvalidRequest, PromptTooLong
 from servicekit.generation import GenerationOptions, KeepAlive, parse_keep_alive, parse_options, unicode_text
 
@@ -14,7 +14,7 @@ MAX_INPUTS = 256
 
 
 class EmbeddingRequest(TypedDict):
-    input: Annotated[list[Annotated[str, Length(1, 1_000_000)]], Items(1, MAX_INPUTS)]
+    input: Annotated[list[Annotated[str, Length(1, 1_000_000), PromptText()]], Items(1, MAX_INPUTS)]
     truncate: NotRequired[bool]
     dimensions: NotRequired[Annotated[int, Range(1, 65536)]]
     options: NotRequired[GenerationOptions]
@@ -46,9 +46,11 @@ def parse_embedding_request(data: Mapping[str, Any], *, max_prompt_chars: int) -
         request["truncate"] = data["truncate"]
     if "dimensions" in data:
         dimensions = data["dimensions"]
-        if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= 65536:
+        # JSON Schema counts 3.0 as an integer, and so do we.
+        whole = isinstance(dimensions, int) or (isinstance(dimensions, float) and dimensions.is_integer())
+        if not whole or isinstance(dimensions, bool) or not 1 <= dimensions <= 65536:
             raise InvalidRequest("'dimensions' must be a whole number from 1 to 65536.")
-        request["dimensions"] = dimensions
+        request["dimensions"] = int(dimensions)
     if "options" in data:
         request["options"] = parse_options(data["options"])
     if "keep_alive" in data:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Annotated, Any, Literal, NotRequired, TypedDict, cast, get_args
 
-from servicekit.contract import INT_LIMIT, Items, Length, NonBlank, PromptText, Range, fields_of, meta_of
+from servicekit.contract import INT_LIMIT, Items, Length, NonBlank, PromptText, Range, fields_of, meta_of, unwrap
 from servicekit.errors import InvalidRequest, PromptTooLong
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -31,7 +31,8 @@ class ChatMessage(TypedDict):
     role: Role
     content: NotRequired[str]
     thinking: NotRequired[str]  # a thinking model's earlier reasoning, sent back in a conversation
-    tool_calls: NotRequired[list[dict[str, Any]]]  # Ollama's shape: [{"function": {"name", "arguments"}}]
+    # Ollama's shape: [{"function": {"name", "arguments"}}]
+    tool_calls: NotRequired[Annotated[list[dict[str, Any]], Items(0, MAX_TOOLS)]]
     tool_name: NotRequired[str]  # on a "tool" message: which tool answered
 
 
@@ -149,9 +150,14 @@ def _option(name: str, value: object) -> Any:
         return int(cast(float, value))
     # list[str]: the only other kind of option (stop)
     items: Items = meta_of(meta, Items)
-    if not isinstance(value, list) or len(value) > items.maximum or not all(isinstance(s, str) and s for s in value):
-        raise InvalidRequest(f"options.{name} must be a list of at most {items.maximum} non-empty strings.")
-    return list(value)
+    length: Length = meta_of(unwrap(get_args(kind)[0])[1], Length)
+    texts = value if isinstance(value, list) and len(value) <= items.maximum else [None]
+    if not all(isinstance(s, str) and length.minimum <= len(s) <= length.maximum for s in texts):
+        raise InvalidRequest(
+            f"options.{name} must be a list of at most {items.maximum} strings of {length.minimum} to "
+            f"{length.maximum} characters."
+        )
+    return list(texts)
 
 
 def parse_options(value: object) -> GenerationOptions:
@@ -220,7 +226,7 @@ def parse_generation_request(
         request["think"] = _think(data["think"])
     if "tools" in data:
         tools = _objects(data["tools"], "tools", MAX_TOOLS)
-        if tools and has_prompt:
+        if has_prompt:
             raise InvalidRequest("'tools' need 'messages' (a chat), not 'prompt'.")
         if tools:  # an empty list (the ollama client always sends one) means no tools
             request["tools"] = tools

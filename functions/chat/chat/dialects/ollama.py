@@ -18,10 +18,13 @@ from servicekit.errors import InvalidRequest, ServiceError, UnsupportedParameter
 from servicekit.generation import GenerationRequest, parse_generation_request
 from servicekit.streaming import json_line
 
+from chat.models import MISSING
+
 CHAT_FIELDS = frozenset({"model", "messages", "format", "options", "keep_alive", "think", "tools", "stream"})
 GENERATE_FIELDS = frozenset({"model", "prompt", "system", "format", "options", "keep_alive", "think", "stream"})
 EMBED_FIELDS = frozenset({"model", "input", "truncate", "dimensions", "options", "keep_alive"})
 LEGACY_EMBED_FIELDS = frozenset({"model", "prompt", "options", "keep_alive"})
+SHOW_FIELDS = frozenset({"model", "name", "verbose"})
 NOT_OFFERED = "'{}' is not offered by this gateway."
 
 
@@ -44,7 +47,7 @@ def generation_request(data: Mapping[str, Any], *, chat: bool, max_prompt_chars:
         raise InvalidRequest("'prompt' is required.")
     if chat and "messages" not in body:
         raise InvalidRequest("'messages' is required.")
-    return data.get("model"), parse_generation_request(body, max_prompt_chars=max_prompt_chars)
+    return data.get("model", MISSING), parse_generation_request(body, max_prompt_chars=max_prompt_chars)
 
 
 def embedding_request(data: Mapping[str, Any], *, legacy: bool, max_prompt_chars: int) -> tuple[Any, EmbeddingRequest]:
@@ -53,7 +56,13 @@ def embedding_request(data: Mapping[str, Any], *, legacy: bool, max_prompt_chars
     body = {name: value for name, value in data.items() if name not in ("model", "prompt")}
     text = data.get("prompt") if legacy else data.get("input")
     body["input"] = [text] if isinstance(text, str) else text
-    return data.get("model"), parse_embedding_request(body, max_prompt_chars=max_prompt_chars)
+    return data.get("model", MISSING), parse_embedding_request(body, max_prompt_chars=max_prompt_chars)
+
+
+def check_show_request(data: Mapping[str, Any]) -> None:
+    _refuse_unknown(data, SHOW_FIELDS)
+    if not isinstance(data.get("verbose", False), bool):
+        raise InvalidRequest("'verbose' must be true or false.")
 
 
 # -- replies --------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ from typing import Any
 
 from servicekit.embedding import EmbeddingRequest, parse_embedding_request
 from servicekit.errors import InvalidRequest, ServiceError, UnsupportedParameter
-from servicekit.generation import ChatMessage, GenerationRequest, parse_generation_request
+from servicekit.generation import ChatMessage, GenerationRequest, parse_generation_request, parse_options
+
+from chat.models import MISSING
 
 SAMPLING = {"temperature": "temperature", "top_p": "top_p", "seed": "seed",
             "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty"}  # fmt: skip
@@ -31,6 +33,7 @@ CHAT_FIELDS = COMMON_FIELDS | NO_EFFECT | {"messages", "max_completion_tokens", 
                                           "tool_choice", "reasoning_effort", "logprobs"}  # fmt: skip
 COMPLETION_FIELDS = COMMON_FIELDS | {"prompt", "echo", "logprobs", "suffix"}
 EMBEDDING_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 FINGERPRINT = "fp_ollama"
 
@@ -41,23 +44,41 @@ def _unsupported(param: str, why: str) -> UnsupportedParameter:
     return error
 
 
+# Parameters accepted without effect must still be what OpenAI documents them to be.
+KINDS: dict[str, tuple[type, ...]] = {
+    "user": (str,),
+    "metadata": (dict,),
+    "store": (bool,),
+    "parallel_tool_calls": (bool,),
+    "stream_options": (dict,),
+    "echo": (bool,),
+    "suffix": (str, type(None)),
+}
+
+
 def _check_fields(data: Mapping[str, Any], fields: frozenset[str]) -> None:
     for name in sorted(set(data) - fields):
         raise _unsupported(name, "is not offered by this gateway.")
-    if data.get("n", 1) != 1:
+    for name, kinds in KINDS.items():
+        if name in data and (not isinstance(data[name], kinds) or isinstance(data[name], bool) is not (bool in kinds)):
+            raise InvalidRequest(f"'{name}' has the wrong type.")
+    if "n" in data and (data["n"] != 1 or isinstance(data["n"], bool)):
         raise _unsupported("n", "must be 1: this gateway runs one generation at a time, one choice each.")
-    if data.get("logprobs") not in (None, False):
+    logprobs = data.get("logprobs")
+    if logprobs is not None and logprobs is not False:
         raise _unsupported("logprobs", "is not offered by this gateway.")
-    if "stream_options" in data and not data.get("stream"):
-        raise InvalidRequest("'stream_options' is only allowed with 'stream': true.")
+    if not isinstance(data.get("stream_options", {}).get("include_usage", False), bool):
+        raise InvalidRequest("'stream_options.include_usage' must be true or false.")
+    if "stream" in data and not isinstance(data["stream"], bool):
+        raise InvalidRequest("'stream' must be true or false.")
 
 
 def _common(data: Mapping[str, Any], body: dict[str, Any]) -> None:
     """Sampling, stop and length parameters → Ollama's options; stream."""
     options = {name: data[key] for key, name in SAMPLING.items() if data.get(key) is not None}
-    limit = data.get("max_completion_tokens", data.get("max_tokens"))
-    if limit is not None:
-        options["num_predict"] = limit
+    for key in ("max_tokens", "max_completion_tokens"):  # both checked; the newer name wins
+        if data.get(key) is not None:
+            options["num_predict"] = parse_options({"num_predict": data[key]})["num_predict"]
     stop = data.get("stop")
     if stop is not None:
         options["stop"] = [stop] if isinstance(stop, str) else stop
@@ -89,10 +110,13 @@ def _tool_calls(calls: Any, where: str, names: dict[str, str]) -> list[dict[str,
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise InvalidRequest(f"{where}.tool_calls must be function calls with a name.")
+        raw = function.get("arguments", "{}")
+        if not isinstance(raw, str):
+            raise InvalidRequest(f"{where}.tool_calls: arguments must be a string (JSON).")
         try:
-            arguments = json.loads(function.get("arguments") or "{}")
-        except (TypeError, ValueError):
-            raise InvalidRequest(f"{where}.tool_calls: arguments must be a JSON object in a string.") from None
+            arguments: Any = json.loads(raw or "{}")
+        except ValueError:
+            arguments = raw  # not JSON: Ollama decides whether it takes it
         names[str(call.get("id", ""))] = function["name"]
         converted.append({"function": {"name": function["name"], "arguments": arguments}})
     return converted
@@ -105,10 +129,16 @@ def _messages(value: Any) -> list[ChatMessage] | Any:
     names: dict[str, str] = {}  # tool_call_id → the tool's name, for the tool's answer
     for index, item in enumerate(value):
         where = f"messages[{index}]"
-        if not isinstance(item, dict) or item.get("role") not in ROLES:
-            raise InvalidRequest(f"{where} must be an object whose role is one of {sorted(ROLES)}.")
+        role = item.get("role") if isinstance(item, dict) else None
+        if not isinstance(role, str) or role not in ROLES or not set(item) <= MESSAGE_FIELDS:
+            raise InvalidRequest(
+                f"{where} must be an object whose role is one of {sorted(ROLES)}, with any of {sorted(MESSAGE_FIELDS)}."
+            )
+        for name in ("name", "tool_call_id"):
+            if name in item and not isinstance(item[name], str):
+                raise InvalidRequest(f"{where}.{name} must be a string.")
         message: ChatMessage = {"role": ROLES[item["role"]], "content": _text(item.get("content"), where)}  # type: ignore[typeddict-item]
-        if item.get("tool_calls"):
+        if "tool_calls" in item:
             message["tool_calls"] = _tool_calls(item["tool_calls"], where, names)
         if item["role"] == "tool" and str(item.get("tool_call_id")) in names:
             message["tool_name"] = names[str(item["tool_call_id"])]
@@ -117,6 +147,7 @@ def _messages(value: Any) -> list[ChatMessage] | Any:
 
 
 def _format(response_format: Any) -> Any:
+    """``response_format`` → Ollama's ``format`` (None: no format)."""
     if response_format is None:
         return None
     kind = response_format.get("type") if isinstance(response_format, dict) else None
@@ -124,9 +155,10 @@ def _format(response_format: Any) -> Any:
         return None
     if kind == "json_object":
         return "json"
-    if kind == "json_schema" and isinstance(response_format.get("json_schema"), dict):
-        return response_format["json_schema"].get("schema", {})
-    raise InvalidRequest("'response_format' must be of type text, json_object or json_schema (with a schema).")
+    spec = response_format.get("json_schema") if kind == "json_schema" else None
+    if isinstance(spec, dict) and isinstance(spec.get("schema", {}), dict):
+        return spec.get("schema", {})
+    raise InvalidRequest("'response_format' must be of type text, json_object or json_schema (with a schema object).")
 
 
 def chat_request(data: Mapping[str, Any], *, max_prompt_chars: int) -> tuple[Any, GenerationRequest]:
@@ -141,12 +173,14 @@ def chat_request(data: Mapping[str, Any], *, max_prompt_chars: int) -> tuple[Any
     tool_choice = data.get("tool_choice", "auto")
     if tool_choice not in ("auto", "none"):
         raise _unsupported("tool_choice", 'may only be "auto" or "none" here.')
-    if data.get("tools") and tool_choice == "auto":
-        body["tools"] = data["tools"]
-    effort = data.get("reasoning_effort")
-    if effort is not None:
+    if "tools" in data:
+        body["tools"] = data["tools"] if tool_choice == "auto" else []
+    if "reasoning_effort" in data:
+        effort = data["reasoning_effort"]
+        if effort not in ("none", "low", "medium", "high"):
+            raise InvalidRequest("'reasoning_effort' must be one of none, low, medium, high.")
         body["think"] = False if effort == "none" else effort
-    return data.get("model"), parse_generation_request(body, max_prompt_chars=max_prompt_chars)
+    return data.get("model", MISSING), parse_generation_request(body, max_prompt_chars=max_prompt_chars)
 
 
 def completion_request(data: Mapping[str, Any], *, max_prompt_chars: int) -> tuple[Any, GenerationRequest]:
@@ -154,12 +188,14 @@ def completion_request(data: Mapping[str, Any], *, max_prompt_chars: int) -> tup
     _check_fields(data, COMPLETION_FIELDS)
     if data.get("echo") or data.get("suffix"):
         raise _unsupported("echo" if data.get("echo") else "suffix", "is not offered by this gateway.")
+    if "prompt" not in data:
+        raise InvalidRequest("'prompt' is required.")
     prompt = data.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]  # one prompt in a list; several would need n choices
     body: dict[str, Any] = {"prompt": prompt}
     _common(data, body)
-    return data.get("model"), parse_generation_request(body, max_prompt_chars=max_prompt_chars)
+    return data.get("model", MISSING), parse_generation_request(body, max_prompt_chars=max_prompt_chars)
 
 
 def embedding_request(data: Mapping[str, Any], *, max_prompt_chars: int) -> tuple[Any, EmbeddingRequest, bool]:
@@ -175,7 +211,13 @@ def embedding_request(data: Mapping[str, Any], *, max_prompt_chars: int) -> tupl
     body: dict[str, Any] = {"input": [texts] if isinstance(texts, str) else texts}
     if "dimensions" in data:
         body["dimensions"] = data["dimensions"]
-    return data.get("model"), parse_embedding_request(body, max_prompt_chars=max_prompt_chars), encoding == "base64"
+    if "user" in data and not isinstance(data["user"], str):
+        raise InvalidRequest("'user' must be a string.")
+    return (
+        data.get("model", MISSING),
+        parse_embedding_request(body, max_prompt_chars=max_prompt_chars),
+        encoding == "base64",
+    )
 
 
 # -- replies --------------------------------------------------------------------------------
