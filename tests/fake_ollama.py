@@ -48,6 +48,7 @@ class Faults:
     stall: bool = False  # never answer
     die_after_tokens: int | None = None  # break the connection mid-stream
     error_line_after_tokens: int | None = None  # send {"error": ...} mid-stream
+    done_reason: str = "stop"  # "length": as if num_predict cut the reply short
 
 
 def _prompt_of(body: dict[str, Any]) -> str:
@@ -186,7 +187,7 @@ class FakeOllama:
         final: dict[str, Any] = {
             "model": "fake",
             "done": True,
-            "done_reason": "stop",
+            "done_reason": self.faults.done_reason,
             "total_duration": elapsed_ns + 1000,
             "load_duration": 1000,
             "prompt_eval_count": 7,

@@ -20,6 +20,7 @@ import pytest
 from chat.app import create_app as create_chat_app
 from chat.settings import Settings as ChatSettings
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from tests.inprocess import AppClient
 
@@ -38,7 +39,7 @@ def ollama_client(app: Starlette) -> ollama.AsyncClient:
     return ollama.AsyncClient(host="http://chat.test", transport=httpx.ASGITransport(app))
 
 
-def openai_client(app: Starlette, **options: Any) -> openai.AsyncOpenAI:
+def openai_client(app: ASGIApp, **options: Any) -> openai.AsyncOpenAI:
     http_client = httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://chat.test")
     return openai.AsyncOpenAI(base_url="http://chat.test/v1", api_key="unused", http_client=http_client, **options)
 
