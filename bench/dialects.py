@@ -9,6 +9,7 @@ virtualenv, never in ours: it brings a hundred packages); without it its row say
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -55,7 +56,7 @@ def litellm_bin() -> str | None:
 
 
 @contextmanager
-def litellm_proxy(ollama_url: str) -> Iterator[str]:
+def litellm_proxy(ollama_url: str, master_key: str) -> Iterator[str]:
     """LiteLLM's proxy serving ``tinyllama`` from the fake Ollama (its ``ollama_chat`` provider)."""
     command = litellm_bin()
     assert command is not None
@@ -70,7 +71,10 @@ def litellm_proxy(ollama_url: str) -> Iterator[str]:
             f"      api_base: {ollama_url}\n"
         )
         # Its model price list from its own package, not the network; no telemetry.
-        env = service_env({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"})
+        # (It refuses to start without a master key: the bench sends it as a Bearer token.)
+        env = service_env(
+            {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "LITELLM_MASTER_KEY": master_key}
+        )
         process = subprocess.Popen(
             [command, "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
             env=env,
@@ -89,8 +93,9 @@ def litellm_proxy(ollama_url: str) -> Iterator[str]:
 async def litellm_overhead(ollama_url: str, rounds: int, count: int) -> Overhead | None:
     if litellm_bin() is None:
         return None
-    with litellm_proxy(ollama_url) as url:
-        async with httpx.AsyncClient(timeout=30, headers={"Authorization": "Bearer unused"}) as client:
+    master_key = f"sk-{secrets.token_hex(16)}"
+    with litellm_proxy(ollama_url, master_key) as url:
+        async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {master_key}"}) as client:
             await openai_overhead(client, ollama_url, url, 50)  # warm up
             results = [await openai_overhead(client, ollama_url, url, count) for _ in range(rounds)]
     return medians(results)
