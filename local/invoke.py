@@ -3,6 +3,10 @@
 The handler module is imported as Lambda imports it (its app is built from the environment),
 called with the event and a Lambda-like context, and its response is printed as JSON on stdout.
 A handler that raises makes the command exit 1, as a crashed invocation does.
+
+What the environment leaves unset takes ``local up``'s defaults, so the examples in events/ work
+against ``make up`` as written: chat's ``RUNNER_URL`` and the runner's ``OLLAMA_HOST`` already
+default to its ports, and ``DEFAULT_MODEL`` defaults here to the model it serves (``smollm2:135m``).
 """
 
 from __future__ import annotations
@@ -10,11 +14,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
 
 from local.lambda_context import DEFAULT_TIMEOUT_S, LambdaContext
+from local.ollama.settings import DEFAULT_MODEL_NAME
 
 FUNCTIONS = {"chat": "chat.handler", "runner": "runner.handler"}
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot read the event {args.event}: {exc}", file=sys.stderr)
         return 2
+    if not os.environ.get("DEFAULT_MODEL", "").strip():
+        os.environ["DEFAULT_MODEL"] = DEFAULT_MODEL_NAME  # what `make up` serves (see the docstring)
     # As SAM's CodeUri does: the function folder is the root of its code.
     sys.path.insert(0, str(REPO / "functions" / args.function))
     context = LambdaContext(function_name=f"{args.function}-function", timeout_s=args.timeout)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from chat.settings import DEFAULT_MODEL as CHAT_DEFAULT_MODEL
 from runner.settings import parse_ollama_host
 from servicekit.config import ConfigError, env_int, env_str
 
@@ -109,6 +110,19 @@ def wait_ready(child: Child | None, url: str, timeout_s: float = READY_TIMEOUT_S
     raise StartupError(f"{url} was not ready after {timeout_s:g} s ({last})")
 
 
+def require_model(ollama_url: str, model: str) -> None:
+    """Fail now, saying how to pull it, when Ollama lacks the model chat would send requests to."""
+    listed = httpx.get(f"{ollama_url}/api/tags", timeout=5).json().get("models") or []
+    names = {str(m.get("name", "")) for m in listed}
+    if model in names or f"{model}:latest" in names:
+        return
+    has = ", ".join(sorted(names)) or "none"
+    raise StartupError(
+        f"the Ollama at {ollama_url} does not have the model '{model}': pull it with `ollama pull {model}`, "
+        f"or set DEFAULT_MODEL to one it has ({has})"
+    )
+
+
 def ollama_answers(url: str) -> bool:
     try:
         return httpx.get(f"{url}/api/version", timeout=1.0).status_code == 200
@@ -162,7 +176,9 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     if plan.external_ollama:
         ollama_url = plan.external_ollama
         say(f"using the Ollama that answers at {ollama_url}")
-        models = {"DEFAULT_MODEL": env.get("DEFAULT_MODEL", "tinyllama")}
+        model = env_str(env, "DEFAULT_MODEL", CHAT_DEFAULT_MODEL)
+        require_model(ollama_url, model)
+        models = {"DEFAULT_MODEL": model}
     else:
         ollama_url = f"http://127.0.0.1:{plan.ollama_port}"
         say(f"starting the embedded model server (LOCAL_ENGINE={env.get('LOCAL_ENGINE', 'llama')}) on {ollama_url}")
@@ -179,7 +195,7 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     runner_url = f"http://127.0.0.1:{plan.runner_port}"
     say(f"starting the runner ({plan.workers} worker{'s' if plan.workers > 1 else ''}) on {runner_url}")
     runner = Child("runner", uvicorn_command("runner", plan.runner_port, plan.bind, plan.workers),
-                   {**base, "OLLAMA_HOST": ollama_url})  # fmt: skip
+                   {**base, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": models["DEFAULT_MODEL"]})  # fmt: skip
     children.append(runner)
     runner.start()
     wait_ready(runner, f"{runner_url}/readyz")

@@ -17,17 +17,19 @@ from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
 
 from local.lambda_context import LambdaContext
+from local.ollama.settings import DEFAULT_MODEL_NAME
 from tests.fake_ollama import FakeOllama
 from tests.lambda_standin import end_handler
 from tests.servers import REPO, serve_in_thread
 
 EVENTS = REPO / "events"
+MODEL = DEFAULT_MODEL_NAME  # the model `make up` serves, which the events name (or leave to DEFAULT_MODEL)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
 def handlers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Handler], FakeOllama]]:
-    fake = FakeOllama()
+    fake = FakeOllama(models=(MODEL,))
     lock = str(tmp_path_factory.mktemp("lock") / "runner.lock")
     with serve_in_thread(fake.app) as ollama_url:
         runner_app = create_runner_app(RunnerSettings(ollama_url=ollama_url, lock_path=lock))
@@ -35,6 +37,7 @@ def handlers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
             env.setenv("OLLAMA_HOST", ollama_url)
             env.setenv("LOCK_PATH", lock)
             env.setenv("RUNNER_URL", runner_url)
+            env.setenv("DEFAULT_MODEL", MODEL)  # as `make up` runs chat, for which the events are written
             loaded: dict[str, Handler] = {}
             for service in ("chat", "runner"):
                 importlib.reload(importlib.import_module(f"{service}.app"))
@@ -64,7 +67,7 @@ def test_every_event_file_is_covered() -> None:
 
 
 CHAT_REPLY = {
-    "model": "tinyllama",
+    "model": MODEL,
     "response": "Why is the ",
     "done_reason": "stop",
     "usage": {"prompt_tokens": 7, "completion_tokens": 3},

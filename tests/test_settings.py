@@ -15,6 +15,7 @@ RUNNER_ENV = {
     "OLLAMA_TIMEOUT_S": "9", "OLLAMA_CONNECT_TIMEOUT_S": "0.5", "LOCK_POLL_INTERVAL_S": "0.002",
     "MAX_BODY_BYTES": "1000", "BODY_READ_TIMEOUT_S": "2", "MAX_PROMPT_CHARS": "50", "GENERATION_ESTIMATE_S": "3",
     "JOBS_TABLE": "jobs-table", "JOBS_DIR": "/srv/jobs", "JOB_PROGRESS_INTERVAL_S": "0.25", "JOB_LEASE_S": "12",
+    "DEFAULT_MODEL": "llama3.2",
 }  # fmt: skip
 CHAT_ENV = {
     "RUNNER_URL": "http://runner:9000/", "DEFAULT_MODEL": "llama3.2", "ALLOWED_MODELS": "llama3.2, tinyllama",

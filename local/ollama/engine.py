@@ -1,15 +1,18 @@
-"""What an engine is, and the ``echo`` engine (deterministic, no model)."""
+"""What an engine is: the protocol both engines (``echo``, ``llama``) implement, and what they return."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol, TypedDict
 
 from servicekit.generation import GenerationOptions as Options
 
 DoneReason = Literal["stop", "length"]
+# Ollama's ``format``: "json" (any JSON value) or a JSON schema the answer must match.
+ResponseFormat = Literal["json"] | dict[str, Any]
 
 
 class Message(TypedDict):
@@ -19,11 +22,19 @@ class Message(TypedDict):
 
 @dataclass(frozen=True)
 class Finished:
-    """The last thing an engine yields."""
+    """The last thing an engine yields: token counts as the model's tokenizer counts them."""
 
     prompt_tokens: int
     completion_tokens: int
     done_reason: DoneReason
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One vector per input (not normalized), and the tokens read to make them."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,10 @@ class ModelCard:
     quantization_level: str
     size: int
     digest: str
+    modified_at: datetime
+    context_length: int
     template: str = ""
+    license: str = ""
     model_info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -47,48 +61,25 @@ class Engine(Protocol):
         """Load the model if needed; seconds spent loading (0 when it already was)."""
         ...
 
+    def unload(self) -> None:
+        """Free the model (Ollama's ``keep_alive``); the next request loads it again."""
+        ...
+
     @property
     def loaded(self) -> bool: ...
 
-    def generate(
-        self, messages: list[Message], options: Options, cancelled: threading.Event
-    ) -> Iterator[str | Finished]:
-        """Yield text pieces as they are produced, then one :class:`Finished`. Runs in a worker thread;
-        stops early when ``cancelled`` is set."""
+    def check_format(self, fmt: ResponseFormat) -> None:
+        """Raise :class:`BadRequest` for a format this engine cannot enforce (before any answer starts)."""
         ...
 
-
-class EchoEngine:
-    """Answers with the last user message's words, one word a token, ``delay_s`` apart."""
-
-    def __init__(self, name: str = "echo", delay_s: float = 0.0) -> None:
-        self.card = ModelCard(
-            name=name, family="echo", parameter_size="0", quantization_level="none", size=0, digest="0" * 64
-        )
-        self.delay_s = delay_s
-        self._loaded = False
-
-    @property
-    def loaded(self) -> bool:
-        return self._loaded
-
-    def load(self) -> float:
-        was_loaded, self._loaded = self._loaded, True
-        return 0.0 if was_loaded else 0.001
-
     def generate(
-        self, messages: list[Message], options: Options, cancelled: threading.Event
+        self, messages: list[Message], options: Options, fmt: ResponseFormat | None, cancelled: threading.Event
     ) -> Iterator[str | Finished]:
-        user = [m["content"] for m in messages if m["role"] == "user"] or [""]
-        words = user[-1].split()
-        limit = options.get("num_predict", -1)
-        capped = 0 <= limit < len(words)
-        pieces = [f"{word} " for word in (words[:limit] if capped else words)]
-        produced = 0
-        for piece in pieces:
-            if cancelled.wait(self.delay_s) if self.delay_s else cancelled.is_set():
-                break
-            produced += 1
-            yield piece
-        prompt_tokens = sum(len(m["content"].split()) for m in messages)
-        yield Finished(prompt_tokens, produced, "length" if capped else "stop")
+        """Yield text pieces as they are produced, then one :class:`Finished`. Runs in a worker thread;
+        stops early when ``cancelled`` is set. ``fmt`` constrains the answer to JSON (or a schema)."""
+        ...
+
+    def embed(self, texts: list[str], truncate: bool) -> Embedded:
+        """One embedding per text. Runs in the worker thread. Raises :class:`BadRequest` when a
+        text is longer than the context and ``truncate`` is false."""
+        ...

@@ -1,12 +1,14 @@
-"""The model server's HTTP API, in Ollama's shapes (``/api/generate``, ``/api/chat``, ``/api/tags`` ...)."""
+"""The model server's HTTP API in Ollama's shapes: generation (``/api/generate``, ``/api/chat``),
+embeddings (``/api/embed``, ``/api/embeddings``) and, from :mod:`local.ollama.catalog`, the rest."""
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, aclosing
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from servicekit.disconnect import CancelOnDisconnect
@@ -14,75 +16,108 @@ from servicekit.generation import GenerationOptions as Options
 from servicekit.streaming import ChunkStream, json_line
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from local.ollama.engine import Engine, Finished, Message
-from local.ollama.model_server import BadRequest, ModelServer
-
-VERSION = "0.9.0-local"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+from local.ollama.catalog import Catalog, json_body, timestamp
+from local.ollama.engine import Engine, Finished, Message, ResponseFormat
+from local.ollama.errors import BadRequest
+from local.ollama.model_server import ModelServer
+from local.ollama.requests import (
+    parse_embed_input,
+    parse_format,
+    parse_keep_alive,
+    parse_messages,
+    parse_model,
+    parse_options,
+    parse_truncate,
+)
 
 
 def _ns(seconds: float) -> int:
     return int(seconds * 1e9)
 
 
+def normalized(vector: list[float]) -> list[float]:
+    """Scaled to length 1, as Ollama's /api/embed answers (its legacy /api/embeddings does not)."""
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm else vector
+
+
+@dataclass(frozen=True)
+class GenerationCall:
+    model: str
+    chat: bool
+    messages: list[Message]
+    options: Options
+    fmt: ResponseFormat | None
+    keep_alive_s: float
+    stream: bool
+
+
 class Routes:
     def __init__(self, server: ModelServer) -> None:
         self.server = server
 
-    async def _json(self, request: Request) -> dict[str, Any]:
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError as exc:
-            raise BadRequest(f"invalid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object")
-        return body
-
     async def generate(self, request: Request) -> Response:
-        chat = request.url.path == "/api/chat"
-        body = await self._json(request)
-        model = self.server._model(body)
-        messages = self.server._messages(body, chat)
-        options = self.server._options(body)
-        lines = self._lines(model, chat, messages, options, stream=body.get("stream", True) is not False)
-        if body.get("stream", True) is False:
+        body = await json_body(request)
+        engine = self.server.engine
+        model = parse_model(body, engine.card.name)
+        fmt = parse_format(body)
+        if fmt is not None:
+            engine.check_format(fmt)  # a schema llama.cpp cannot enforce is a 400, before any byte
+        call = GenerationCall(
+            model=model,
+            chat=request.url.path == "/api/chat",
+            messages=parse_messages(body, request.url.path == "/api/chat"),
+            options=parse_options(body),
+            fmt=fmt,
+            keep_alive_s=parse_keep_alive(body),
+            stream=body.get("stream", True) is not False,
+        )
+        lines = self._lines(call)
+        if not call.stream:
             return Response([line async for line in lines][-1], media_type="application/json")
         return ChunkStream(lines, cleanup=AsyncExitStack(), media_type="application/x-ndjson")
 
-    async def _lines(
-        self, model: str, chat: bool, messages: list[Message], options: Options, *, stream: bool
-    ) -> AsyncGenerator[bytes, None]:
+    async def _lines(self, call: GenerationCall) -> AsyncGenerator[bytes, None]:
         started = time.perf_counter()
         load_s = 0.0
         first_token_at: float | None = None
         text: list[str] = []
         finished = Finished(0, 0, "stop")
-        if messages:  # an empty prompt only loads the model, as with Ollama
-            async with aclosing(self.server.generate(messages, options)) as events:
-                async for event in events:
-                    if isinstance(event, float):
-                        load_s = event
-                    elif isinstance(event, Finished):
-                        finished = event
-                    else:
-                        first_token_at = first_token_at or time.perf_counter()
-                        text.append(event)
-                        if stream:
-                            yield json_line(self._piece(model, chat, event, done=False))
+        if not call.messages:  # no prompt: load the model, or unload it with keep_alive 0, as Ollama
+            if call.keep_alive_s == 0:
+                await self.server.unload()
+            else:
+                load_s = await self.server.load(call.keep_alive_s)
         else:
-            load_s = await self.server.load()
+            events = self.server.generate(call.messages, call.options, call.fmt, call.keep_alive_s)
+            try:
+                async with aclosing(events):
+                    async for event in events:
+                        if isinstance(event, float):
+                            load_s = event
+                        elif isinstance(event, Finished):
+                            finished = event
+                        else:
+                            first_token_at = first_token_at or time.perf_counter()
+                            text.append(event)
+                            if call.stream:
+                                yield json_line(self._piece(call, event, done=False))
+            except BadRequest as exc:
+                if not call.stream:
+                    raise
+                yield json_line({"error": str(exc)})  # the status is sent: Ollama ends the stream so
+                return
         ended = time.perf_counter()
         eval_started = first_token_at or ended
-        final = self._piece(model, chat, "" if stream else "".join(text), done=True)
+        final = self._piece(call, "" if call.stream else "".join(text), done=True)
+        if not call.messages:
+            final["done_reason"] = "unload" if call.keep_alive_s == 0 else "load"
         final.update(
-            done_reason=finished.done_reason if messages else "load",
+            done_reason=final.get("done_reason", finished.done_reason),
             total_duration=_ns(ended - started),
             load_duration=_ns(load_s),
             prompt_eval_count=finished.prompt_tokens,
@@ -93,76 +128,36 @@ class Routes:
         yield json_line(final)
 
     @staticmethod
-    def _piece(model: str, chat: bool, text: str, *, done: bool) -> dict[str, Any]:
-        piece: dict[str, Any] = {"model": model, "created_at": _now()}
-        if chat:
+    def _piece(call: GenerationCall, text: str, *, done: bool) -> dict[str, Any]:
+        piece: dict[str, Any] = {"model": call.model, "created_at": timestamp(datetime.now(UTC))}
+        if call.chat:
             piece["message"] = {"role": "assistant", "content": text}
         else:
             piece["response"] = text
         piece["done"] = done
         return piece
 
-    def _details(self) -> dict[str, Any]:
-        card = self.server.engine.card
-        return {
-            "parent_model": "", "format": "gguf", "family": card.family, "families": [card.family],
-            "parameter_size": card.parameter_size, "quantization_level": card.quantization_level,
-        }  # fmt: skip
-
-    def _listing(self) -> dict[str, Any]:
-        card = self.server.engine.card
-        return {"name": card.name, "model": card.name, "size": card.size, "digest": card.digest,
-                "details": self._details()}  # fmt: skip
-
-    async def root(self, request: Request) -> Response:
-        return PlainTextResponse("Ollama is running")
-
-    async def version(self, request: Request) -> Response:
-        return JSONResponse({"version": VERSION})
-
-    async def tags(self, request: Request) -> Response:
-        return JSONResponse({"models": [{**self._listing(), "modified_at": _now()}]})
-
-    async def ps(self, request: Request) -> Response:
-        if not self.server.engine.loaded:
-            return JSONResponse({"models": []})
-        expires = (datetime.now(UTC) + timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
-        return JSONResponse({"models": [{**self._listing(), "expires_at": expires, "size_vram": 0}]})
-
-    async def show(self, request: Request) -> Response:
-        body = await self._json(request)
-        body.setdefault("model", body.get("name"))
-        self.server._model(body)
-        card = self.server.engine.card
+    async def embed(self, request: Request) -> Response:
+        """``/api/embed`` (``input``: one text or several; normalized vectors) and the legacy
+        ``/api/embeddings`` (``prompt``: one text; the raw vector)."""
+        legacy = request.url.path == "/api/embeddings"
+        body = await json_body(request)
+        model = parse_model(body, self.server.engine.card.name)
+        texts = parse_embed_input(body, legacy)
+        truncate, keep_alive_s = parse_truncate(body), parse_keep_alive(body)
+        started = time.perf_counter()
+        if texts:
+            load_s, embedded = await self.server.embed(texts, truncate, keep_alive_s)
+            vectors, tokens = embedded.vectors, embedded.prompt_tokens
+        else:  # no input: load the model only, as Ollama
+            load_s, vectors, tokens = await self.server.load(keep_alive_s), [], 0
+        if legacy:
+            return JSONResponse({"embedding": vectors[0] if vectors else []})
         return JSONResponse({
-            "modelfile": f"FROM {card.name}", "parameters": "", "template": card.template,
-            "details": self._details(), "model_info": card.model_info, "capabilities": ["completion"],
-            "modified_at": _now(),
+            "model": model, "embeddings": [normalized(v) for v in vectors],
+            "total_duration": _ns(time.perf_counter() - started), "load_duration": _ns(load_s),
+            "prompt_eval_count": tokens,
         })  # fmt: skip
-
-    async def pull(self, request: Request) -> Response:
-        body = await self._json(request)
-        body.setdefault("model", body.get("name"))
-        stream = body.get("stream", True) is not False
-        try:
-            self.server._model(body)
-        except BadRequest:
-            error = {"error": "pull model manifest: file does not exist"}
-            if not stream:
-                return JSONResponse(error, status_code=500)
-            return Response(json_line(error), media_type="application/x-ndjson")
-        if not stream:
-            return JSONResponse({"status": "success"})
-        statuses = ["pulling manifest", f"pulling {self.server.engine.card.digest[:12]}", "verifying sha256 digest",
-                    "writing manifest", "success"]  # fmt: skip
-        return Response(b"".join(json_line({"status": s}) for s in statuses), media_type="application/x-ndjson")
-
-    async def stats(self, request: Request) -> Response:
-        """Not Ollama's: what tests need to prove one generation at a time."""
-        s = self.server
-        return JSONResponse(
-            {"peak": s.peak, "active": s.active, "generations": s.generations, "cancelled": s.cancelled}
-        )
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
@@ -171,18 +166,21 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
 
 
 def create_app(engine: Engine) -> ASGIApp:
-    routes = Routes(ModelServer(engine))
+    server = ModelServer(engine)
+    routes, catalog = Routes(server), Catalog(server)
     app = Starlette(
         routes=[
-            Route("/", routes.root, methods=["GET", "HEAD"]),
-            Route("/api/version", routes.version, methods=["GET"]),
-            Route("/api/tags", routes.tags, methods=["GET"]),
-            Route("/api/ps", routes.ps, methods=["GET"]),
-            Route("/api/show", routes.show, methods=["POST"]),
-            Route("/api/pull", routes.pull, methods=["POST"]),
+            Route("/", catalog.root, methods=["GET", "HEAD"]),
+            Route("/api/version", catalog.version, methods=["GET"]),
+            Route("/api/tags", catalog.tags, methods=["GET"]),
+            Route("/api/ps", catalog.ps, methods=["GET"]),
+            Route("/api/show", catalog.show, methods=["POST"]),
+            Route("/api/pull", catalog.pull, methods=["POST"]),
             Route("/api/generate", routes.generate, methods=["POST"]),
             Route("/api/chat", routes.generate, methods=["POST"]),
-            Route("/_local/stats", routes.stats, methods=["GET"]),
+            Route("/api/embed", routes.embed, methods=["POST"]),
+            Route("/api/embeddings", routes.embed, methods=["POST"]),
+            Route("/_local/stats", catalog.stats, methods=["GET"]),
         ],
         exception_handlers={BadRequest: _bad_request},
     )

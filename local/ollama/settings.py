@@ -8,9 +8,12 @@ from pathlib import Path
 
 from servicekit.config import ConfigError, env_float, env_int, env_str
 
-from local.ollama.engine import EchoEngine, Engine
+from local.ollama.echo_engine import EchoEngine
+from local.ollama.engine import Engine
 
 DEFAULT_PORT = 11434
+# The name the default model (SmolLM2-135M) is served under; `local up` gives it to chat as DEFAULT_MODEL.
+DEFAULT_MODEL_NAME = "smollm2:135m"
 ENGINES = ("llama", "echo")
 
 
@@ -23,7 +26,8 @@ def engine_from_env(env: Mapping[str, str] | None = None) -> Engine:
         return EchoEngine(
             name=env_str(env, "LOCAL_MODEL_NAME", "echo"), delay_s=env_float(env, "LOCAL_ECHO_DELAY_S", 0.0)
         )
-    from local.ollama.llama_engine import DEFAULT_MODEL_NAME, LlamaEngine, default_model_path
+    from local.ollama.llama_engine import LlamaEngine
+    from local.ollama.model_file import default_model_path
 
     custom = env_str(env, "LOCAL_MODEL_PATH", "")
     if custom and not Path(custom).is_file():

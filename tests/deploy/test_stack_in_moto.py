@@ -77,6 +77,7 @@ def test_timeouts_and_environment(deployed: dict[str, Any]) -> None:
     }
     assert runner["Environment"]["Variables"] == {
         "OLLAMA_HOST": "http://10.0.1.23:11434",
+        "DEFAULT_MODEL": "tinyllama",
         "OLLAMA_TIMEOUT_S": "840",
         "JOBS_TABLE": physical["JobsTable"],
     }

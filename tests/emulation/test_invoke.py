@@ -14,22 +14,24 @@ from runner.settings import Settings as RunnerSettings
 
 from tests.fake_ollama import FakeOllama
 from tests.servers import REPO, serve_in_thread, service_env
-from tests.test_lambda_handlers import EVENTS, EXPECTED, normalized_body
+from tests.test_lambda_handlers import EVENTS, EXPECTED, MODEL, normalized_body
 
 
 @pytest.fixture(scope="module")
 def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     lock = str(tmp_path_factory.mktemp("lock") / "runner.lock")
-    with serve_in_thread(FakeOllama().app) as ollama_url:
+    with serve_in_thread(FakeOllama(models=(MODEL,)).app) as ollama_url:
         runner_app = create_runner_app(RunnerSettings(ollama_url=ollama_url, lock_path=lock))
         with serve_in_thread(runner_app) as runner_url:
             yield {"OLLAMA_HOST": ollama_url, "RUNNER_URL": runner_url, "LOCK_PATH": lock}
 
 
 def invoke(function: str, event: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m local invoke`` with DEFAULT_MODEL unset, as a newcomer runs it."""
+    environment = {k: v for k, v in service_env(env).items() if k != "DEFAULT_MODEL"}
     return subprocess.run(
         [sys.executable, "-m", "local", "invoke", function, "--event", str(event)],
-        cwd=REPO, env=service_env(env), capture_output=True, text=True, timeout=60,
+        cwd=REPO, env=environment, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
 

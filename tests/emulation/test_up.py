@@ -145,7 +145,7 @@ def test_up_stops_everything_when_one_service_dies(tmp_path: Path) -> None:
 
 
 def test_up_uses_an_ollama_that_already_answers(tmp_path: Path) -> None:
-    from local.ollama.engine import EchoEngine
+    from local.ollama.echo_engine import EchoEngine
     from local.ollama.server import create_app
     from tests.servers import serve_in_thread
 
@@ -161,3 +161,22 @@ def test_up_uses_an_ollama_that_already_answers(tmp_path: Path) -> None:
     assert reply.status_code == 200
     assert reply.json()["response"] == "via yours "
     assert reply.json()["model"] == "llama3.2"
+
+
+def test_up_refuses_an_ollama_without_the_default_model(tmp_path: Path) -> None:
+    from local.ollama.echo_engine import EchoEngine
+    from local.ollama.server import create_app
+    from tests.servers import serve_in_thread
+
+    with serve_in_thread(create_app(EchoEngine(name="llama3.2"))) as ollama_url:
+        ports = _ports()
+        env = {**ports, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": "tinyllama", "LOCK_PATH": str(tmp_path / "l"),
+               "RUNNER_WORKERS": "1"}  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "local", "up"], cwd=REPO, env=service_env(env), capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert "ready:" not in result.stdout
+    assert f"the Ollama at {ollama_url} does not have the model 'tinyllama'" in result.stdout
+    assert "pull it with `ollama pull tinyllama`, or set DEFAULT_MODEL to one it has (llama3.2)" in result.stdout

@@ -220,16 +220,20 @@ class Runner:
     async def readyz(self, request: Request) -> Response:
         try:
             version = await self.ollama.version()
+            model = self.settings.ready_model
+            if model and not await self.ollama.has_model(model):
+                raise NotReady(
+                    f"{self.ollama.name} does not have the model '{model}': pull it with `ollama pull {model}`."
+                )
         except UpstreamError as exc:
             raise NotReady(f"Ollama is not ready: {exc.message}") from exc
-        return JSONResponse(
-            {
-                "status": "ok",
-                "ollama_version": version,
-                "queue_depth": self.slot.queue_depth,
-                "busy": self.slot.busy,
-            }
-        )
+        ready = {
+            "status": "ok",
+            "ollama_version": version,
+            "queue_depth": self.slot.queue_depth,
+            "busy": self.slot.busy,
+        }
+        return JSONResponse({**ready, "model": model} if model else ready)
 
 
 def create_app(

@@ -101,6 +101,20 @@ class OllamaClient:
         except ValueError:
             raise UpstreamError(f"Ollama answered {path} with something that is not JSON.") from None
 
+    async def has_model(self, model: str) -> bool:
+        """Whether Ollama lists ``model`` in /api/tags (``name`` and ``name:latest`` are the same model)."""
+        try:
+            response = await self._http.send(self._http.request("GET", "/api/tags", timeout=httpx.Timeout(2.0)))
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.name) from exc
+        _raise_for_status(response, response.content, "")
+        try:
+            listed = response.json().get("models") or []
+            names = {str(m.get(key, "")) for m in listed for key in ("name", "model")}
+        except (ValueError, AttributeError):
+            raise UpstreamError("Ollama's /api/tags is not a list of models.") from None
+        return model in names or f"{model}:latest" in names or model.removesuffix(":latest") in names
+
     def prepare(self, endpoint: OllamaEndpoint, body: OllamaRequest | OllamaEmbedRequest) -> PreparedGeneration:
         """Build the request while waiting for the slot: once granted, it only has to be sent."""
         return PreparedGeneration(self._http.request("POST", f"/api/{endpoint}", json_body=body), body["model"])

@@ -85,6 +85,8 @@ class Settings:
     jobs: JobStoreSettings = field(default_factory=JobStoreSettings)
     job_progress_interval_s: float = DEFAULT_JOB_PROGRESS_INTERVAL_S
     job_lease_s: float = DEFAULT_JOB_LEASE_S
+    # The model /readyz requires Ollama to have (chat's DEFAULT_MODEL); empty: Ollama answering is enough.
+    ready_model: str = ""
 
     def __post_init__(self) -> None:
         if self.job_lease_s <= self.job_progress_interval_s * 2:
@@ -126,4 +128,5 @@ class Settings:
                 env, "JOB_PROGRESS_INTERVAL_S", DEFAULT_JOB_PROGRESS_INTERVAL_S, minimum=0.01
             ),
             job_lease_s=env_float(env, "JOB_LEASE_S", DEFAULT_JOB_LEASE_S, minimum=0.1),
+            ready_model=env_str(env, "DEFAULT_MODEL", ""),
         )
