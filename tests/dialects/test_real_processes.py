@@ -126,3 +126,16 @@ def test_full_queue_is_ollama_response_error_503(chat_url: str, fake: FakeOllama
         thread.join()
     assert refused.value.status_code == 503
     assert "me" not in fake.recorder.prompts
+
+
+def test_langchain_chat_ollama_and_chat_openai(chat_url: str) -> None:
+    from langchain_ollama import ChatOllama, OllamaEmbeddings
+    from langchain_openai import ChatOpenAI
+
+    ollama_chat = ChatOllama(model="tinyllama", base_url=chat_url)
+    assert ollama_chat.invoke("a b").content == "a b a "
+    assert "".join(str(chunk.content) for chunk in ollama_chat.stream("a b")) == "a b a "
+    assert len(OllamaEmbeddings(model="tinyllama", base_url=chat_url).embed_query("a b")) == 4
+    openai_chat = ChatOpenAI(model="tinyllama", base_url=f"{chat_url}/v1", api_key="unused")  # type: ignore[arg-type]
+    assert openai_chat.invoke("a b").content == "a b a "
+    assert "".join(str(chunk.content) for chunk in openai_chat.stream("a b")) == "a b a "

@@ -208,6 +208,9 @@ def _ollama_requests(settings: Settings, internal: dict[str, Any], model: dict[s
     }
     text = {"type": "string", "minLength": 1, "maxLength": settings.max_prompt_chars}
     embed_input = {"anyOf": [text, {"type": "array", "minItems": 1, "maxItems": MAX_INPUTS, "items": text}]}
+    # Ollama reads a null option as not set (LangChain sends them): each option may be null here.
+    options = contract_components(settings)["Options"]
+    fields["options"] = {**options, "properties": {k: _nullable(v) for k, v in options["properties"].items()}}
     common = {name: fields[name] for name in ("model", "options", "keep_alive")}
     return {
         "OllamaChatRequest": {

@@ -36,11 +36,19 @@ def _refuse_unknown(data: Mapping[str, Any], fields: frozenset[str]) -> None:
             raise UnsupportedParameter(f"messages[{index}].images: images are not offered by this gateway.")
 
 
+def _set_options(body: dict[str, Any]) -> None:
+    """Ollama reads an option that is null as not set; LangChain's Ollama classes send every option
+    they know, most of them null. Only the ones set are checked (and passed on)."""
+    if isinstance(body.get("options"), dict):
+        body["options"] = {name: value for name, value in body["options"].items() if value is not None}
+
+
 def generation_request(data: Mapping[str, Any], *, chat: bool, max_prompt_chars: int) -> tuple[Any, GenerationRequest]:
     """An ``/api/chat`` (``chat``) or ``/api/generate`` body → (the model asked for, the internal request)."""
     _refuse_unknown(data, CHAT_FIELDS if chat else GENERATE_FIELDS)
     body = {name: value for name, value in data.items() if name != "model"}
     body.setdefault("stream", True)  # Ollama's default
+    _set_options(body)
     if body.get("format") == "":  # Ollama's "no format"
         del body["format"]
     if not chat and "prompt" not in body:
@@ -56,6 +64,7 @@ def embedding_request(data: Mapping[str, Any], *, legacy: bool, max_prompt_chars
     body = {name: value for name, value in data.items() if name not in ("model", "prompt")}
     text = data.get("prompt") if legacy else data.get("input")
     body["input"] = [text] if isinstance(text, str) else text
+    _set_options(body)
     return data.get("model", MISSING), parse_embedding_request(body, max_prompt_chars=max_prompt_chars)
 
 
