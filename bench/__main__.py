@@ -19,6 +19,7 @@ from bench.dialects import Overhead, litellm_overhead, medians, openai_overhead
 from bench.extra import first_response_ms, import_ms, overload, peak_rss_mb, python_processes, slot_handoff_ms
 from bench.measure import Latency, burst, first_byte_ms, median, sequential_ms
 from bench.stack import stack
+from bench.state_store import job_round_trip_ms
 
 RESULTS = Path(__file__).parent / "results"
 PROMPT = {"prompt": "hi"}
@@ -158,23 +159,33 @@ async def rejections(seconds: float) -> list[Row]:
 
 def cold_start() -> list[Row]:
     rows = []
-    for module in ("chat.handler", "runner.handler"):
-        ms = import_ms(module)
-        rows.append(Row(f"import {module} (fresh process)", ms, "ms", "<= 250", ms <= 250))
-    # On AWS chat also builds its one boto3 Lambda client at import (Lambda's init phase).
-    aws = {"RUNNER_FUNCTION": "runner", "JOBS_TABLE": "jobs", "AWS_DEFAULT_REGION": "us-east-1"}
-    ms = import_ms("chat.handler", extra_env=aws)
-    rows.append(Row("import chat.handler with AWS settings (+ boto3 client)", ms, "ms", "(report)", None))
     with tempfile.TemporaryDirectory() as tmp:
-        for function, env in (("chat", {}), ("runner", {"LOCK_PATH": str(Path(tmp) / "cold.lock")})):
-            ms = first_response_ms(function, env)
+        for module in ("chat.handler", "runner.handler"):
+            ms = import_ms(module, extra_env={"STATE_DIR": str(Path(tmp) / "import")})
+            rows.append(Row(f"import {module} (fresh process)", ms, "ms", "<= 250", ms <= 250))
+        # On AWS chat also builds its one boto3 Lambda client at import (Lambda's init phase).
+        aws = {"RUNNER_FUNCTION": "runner", "JOBS_TABLE": "jobs", "AWS_DEFAULT_REGION": "us-east-1"}
+        ms = import_ms("chat.handler", extra_env=aws)
+        rows.append(Row("import chat.handler with AWS settings (+ boto3 client)", ms, "ms", "(report)", None))
+        for function in ("chat", "runner"):
+            ms = first_response_ms(function, {"STATE_DIR": str(Path(tmp) / f"cold-{function}")})
             rows.append(Row(f"{function}: spawn to first response (uvicorn)", ms, "ms", "(report)", None))
     return rows
+
+
+async def state_store(count: int) -> list[Row]:
+    create, get, lifecycle = await job_round_trip_ms(count)
+    return [
+        Row("job store (SQLite): create with an idempotency key", create, "ms", "(report)", None),
+        Row("job store (SQLite): get", get, "ms", "(report)", None),
+        Row("job store (SQLite): create, start, heartbeat, finish, get", lifecycle, "ms", "(report)", None),
+    ]
 
 
 async def run(quick: bool) -> list[Row]:
     rounds, count = (2, 200) if quick else (5, 400)
     rows = await added_latency(rounds, count)
+    rows += await state_store(200 if quick else 1000)
     for workers in (1, 4):
         rows += await handoff(workers, clients=32, per_client=2 if quick else 4, token_delay_s=0.005)
     rows += await rejections(seconds=2.0 if quick else 4.0)

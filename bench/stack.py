@@ -44,17 +44,19 @@ def stack(
 ) -> Iterator[Stack]:
     with ExitStack() as stack_:
         ollama_url = stack_.enter_context(fake_ollama(token_delay_s))
-        runner_env = {
-            "OLLAMA_HOST": ollama_url,
-            "LOCK_PATH": str(lock_dir / f"bench-{free_port()}.lock"),
-            "MAX_QUEUE": str(max_queue),
-        }
+        state_dir = str(lock_dir / f"bench-state-{free_port()}")  # the lock goes in it (LOCK_PATH's default)
+        runner_env = {"OLLAMA_HOST": ollama_url, "STATE_DIR": state_dir, "MAX_QUEUE": str(max_queue)}
         runner_url, runner = stack_.enter_context(
             uvicorn_process(
                 "runner", "runner.app:app", runner_env, extra_args=("--workers", str(runner_workers), "--no-access-log")
             )
         )
         chat_url, chat = stack_.enter_context(
-            uvicorn_process("chat", "chat.app:app", {"RUNNER_URL": runner_url}, extra_args=("--no-access-log",))
+            uvicorn_process(
+                "chat",
+                "chat.app:app",
+                {"RUNNER_URL": runner_url, "STATE_DIR": state_dir},
+                extra_args=("--no-access-log",),
+            )
         )
         yield Stack(ollama_url, runner_url, chat_url, runner.pid, chat.pid)

@@ -25,8 +25,11 @@ import httpx
 from chat.settings import DEFAULT_MODEL as CHAT_DEFAULT_MODEL
 from runner.settings import parse_ollama_host
 from servicekit.config import ConfigError, env_int, env_str
+from servicekit.state.statedir import private_dir
 
 REPO = Path(__file__).resolve().parent.parent
+# `local up` keeps its state in the checkout (git-ignored) unless STATE_DIR says otherwise.
+LOCAL_STATE_DIR = REPO / ".state"
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 PR_SET_PDEATHSIG = 1
@@ -138,6 +141,7 @@ class Plan:
     chat_port: int
     workers: int
     external_ollama: str | None
+    state_dir: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Plan:
@@ -151,6 +155,7 @@ class Plan:
             chat_port=env_int(env, "CHAT_PORT", 8000, minimum=1),
             workers=env_int(env, "RUNNER_WORKERS", 2, minimum=1),
             external_ollama=probe if ollama_answers(probe) else None,
+            state_dir=env_str(env, "STATE_DIR", str(LOCAL_STATE_DIR)),
         )
 
 
@@ -172,7 +177,10 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
         if not port_free(plan.bind, port):
             raise StartupError(f"port {port} ({variable}) is already in use: stop what uses it, or set {variable}")
 
-    base = {**env, "PYTHONUNBUFFERED": "1"}
+    # Created private (0700) here, before any service starts; refused if shared or a link.
+    state_dir = private_dir(plan.state_dir)
+    say(f"state (jobs, keys, the runner's lock) in {state_dir}")
+    base = {**env, "PYTHONUNBUFFERED": "1", "STATE_DIR": str(state_dir)}
     if plan.external_ollama:
         ollama_url = plan.external_ollama
         say(f"using the Ollama that answers at {ollama_url}")

@@ -13,7 +13,7 @@ from chat.app import create_app as create_chat_app
 from chat.settings import Settings as ChatSettings
 from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
-from servicekit.jobs.factory import JobStoreSettings
+from servicekit.state.factory import StateSettings
 from starlette.applications import Starlette
 
 from tests.fake_ollama import FakeOllama
@@ -26,19 +26,21 @@ def fake() -> FakeOllama:
 
 
 @pytest.fixture
-def jobs_settings(tmp_path: Path) -> JobStoreSettings:
-    """One jobs directory for chat and runner, as in local mode."""
-    return JobStoreSettings(directory=str(tmp_path / "jobs"))
+def state_settings(tmp_path: Path) -> StateSettings:
+    """One STATE_DIR (its SQLite database) for chat and runner, as in local mode."""
+    return StateSettings(directory=str(tmp_path / "state"))
 
 
 @pytest.fixture
-def runner_settings(tmp_path: Path, jobs_settings: JobStoreSettings) -> RunnerSettings:
-    return RunnerSettings(lock_path=str(tmp_path / "runner.lock"), ollama_url="http://ollama.test", jobs=jobs_settings)
+def runner_settings(tmp_path: Path, state_settings: StateSettings) -> RunnerSettings:
+    return RunnerSettings(
+        lock_path=str(tmp_path / "runner.lock"), ollama_url="http://ollama.test", state=state_settings
+    )
 
 
 @pytest.fixture
-def chat_settings(jobs_settings: JobStoreSettings) -> ChatSettings:
-    return ChatSettings(runner_url="http://runner.test", jobs=jobs_settings)
+def chat_settings(state_settings: StateSettings) -> ChatSettings:
+    return ChatSettings(runner_url="http://runner.test", state=state_settings)
 
 
 def runner_app_for(fake: FakeOllama, settings: RunnerSettings) -> Starlette:

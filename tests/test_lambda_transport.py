@@ -263,7 +263,7 @@ def test_chat_over_lambda_invoke_of_the_runner_handler_module(tmp_path: Any, mon
     with serve_in_thread(fake.app) as ollama_url:
         monkeypatch.setenv("OLLAMA_HOST", ollama_url)
         monkeypatch.setenv("LOCK_PATH", str(tmp_path / "runner.lock"))
-        monkeypatch.setenv("JOBS_DIR", str(tmp_path / "jobs"))
+        monkeypatch.setenv("STATE_DIR", str(tmp_path / "state"))
         importlib.reload(importlib.import_module("runner.app"))
         handler_module = importlib.reload(importlib.import_module("runner.handler"))
         standin = InProcessLambda(handler_module.handler)

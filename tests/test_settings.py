@@ -14,14 +14,14 @@ RUNNER_ENV = {
     "OLLAMA_HOST": "ollama.internal:1234", "LOCK_PATH": "/run/x.lock", "MAX_QUEUE": "3", "QUEUE_TIMEOUT_S": "7",
     "OLLAMA_TIMEOUT_S": "9", "OLLAMA_CONNECT_TIMEOUT_S": "0.5", "LOCK_POLL_INTERVAL_S": "0.002",
     "MAX_BODY_BYTES": "1000", "BODY_READ_TIMEOUT_S": "2", "MAX_PROMPT_CHARS": "50", "GENERATION_ESTIMATE_S": "3",
-    "JOBS_TABLE": "jobs-table", "JOBS_DIR": "/srv/jobs", "JOB_PROGRESS_INTERVAL_S": "0.25", "JOB_LEASE_S": "12",
+    "JOBS_TABLE": "jobs-table", "STATE_DIR": "/srv/state", "JOB_PROGRESS_INTERVAL_S": "0.25", "JOB_LEASE_S": "12",
     "DEFAULT_MODEL": "llama3.2",
 }  # fmt: skip
 CHAT_ENV = {
     "RUNNER_URL": "http://runner:9000/", "DEFAULT_MODEL": "llama3.2", "ALLOWED_MODELS": "llama3.2, tinyllama",
     "MAX_PROMPT_CHARS": "50", "MAX_BODY_BYTES": "1000", "BODY_READ_TIMEOUT_S": "2", "RUNNER_TIMEOUT_S": "99",
     "RUNNER_CONNECT_TIMEOUT_S": "0.5", "RUNNER_FUNCTION": "stack-Runner", "CHAT_DEADLINE_S": "20",
-    "RUNNER_INVOKE_READ_TIMEOUT_S": "901", "JOBS_TABLE": "jobs-table", "JOBS_DIR": "/srv/jobs", "JOB_TTL_S": "600",
+    "RUNNER_INVOKE_READ_TIMEOUT_S": "901", "JOBS_TABLE": "jobs-table", "STATE_DIR": "/srv/state", "JOB_TTL_S": "600",
     "JOB_START_DEADLINE_S": "60",
 }  # fmt: skip
 
@@ -39,7 +39,7 @@ def test_values_are_parsed() -> None:
     assert runner.ollama_url == "http://ollama.internal:1234"
     assert runner.ollama_timeout.read == 9
     assert runner.ollama_timeout.connect == 0.5
-    assert (runner.jobs.table, runner.jobs.directory) == ("jobs-table", "/srv/jobs")
+    assert (runner.state.table, runner.state.directory) == ("jobs-table", "/srv/state")
     chat = ChatSettings.from_env(CHAT_ENV)
     assert chat.runner_url == "http://runner:9000"
     assert chat.allowed_models == ("llama3.2", "tinyllama")

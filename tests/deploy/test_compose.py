@@ -68,19 +68,25 @@ def test_only_chat_is_published(compose: dict[str, Any]) -> None:
     assert "/readyz" in services["runner"]["healthcheck"]["test"][-1]
 
 
-def test_chat_and_runner_share_the_jobs_directory(compose: dict[str, Any]) -> None:
+def test_chat_and_runner_share_one_private_state_dir(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name in ("chat", "runner"):
-        assert services[name]["environment"]["JOBS_DIR"] == "/data/jobs"
-        assert "jobs-data:/data/jobs" in services[name]["volumes"]
-        assert "chown app /data/jobs" in (REPO / f"functions/{name}/Dockerfile").read_text()
-    assert "jobs-data" in compose["volumes"]
+        assert services[name]["environment"]["STATE_DIR"] == "/data/state"
+        assert services[name]["volumes"] == ["state-data:/data/state"]
+        dockerfile = (REPO / f"functions/{name}/Dockerfile").read_text()
+        # an empty named volume copies the image directory's owner and mode: the app user's, 0700
+        assert "mkdir -p /data/state && chown app /data/state && chmod 700 /data/state" in dockerfile
+        assert "--uid 10001" in dockerfile
+        assert "JOBS_DIR" not in services[name]["environment"]
+    assert "state-data" in compose["volumes"]
 
 
 def test_runner_workers_share_one_lock(compose: dict[str, Any]) -> None:
     runner = compose["services"]["runner"]["environment"]
     assert int(runner["RUNNER_WORKERS"]) >= 2
-    assert runner["LOCK_PATH"].startswith("/")
+    # LOCK_PATH's default, <STATE_DIR>/runner.lock, is on the volume every worker mounts
+    assert "LOCK_PATH" not in runner
+    assert runner["STATE_DIR"] == "/data/state"
     dockerfile = (REPO / "functions/runner/Dockerfile").read_text()
     assert "--workers ${RUNNER_WORKERS:-2}" in dockerfile
 

@@ -80,6 +80,7 @@ def test_timeouts_and_environment(deployed: dict[str, Any]) -> None:
         "DEFAULT_MODEL": "tinyllama",
         "OLLAMA_TIMEOUT_S": "840",
         "JOBS_TABLE": physical["JobsTable"],
+        "STATE_DIR": "/tmp/serverless-ollama-chat",
     }
     assert "VpcConfig" not in runner or not runner["VpcConfig"].get("SubnetIds")
 
@@ -115,4 +116,5 @@ def test_chat_role_may_invoke_only_the_runner_and_use_the_table(deployed: dict[s
         {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": runner_arn},
         {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                                        "dynamodb:DeleteItem"], "Resource": table_arn},
+        {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": f"{table_arn}/index/by_owner"},
     ]  # fmt: skip

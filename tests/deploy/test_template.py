@@ -56,6 +56,7 @@ def _statements(cfn: dict[str, Any], role: str) -> list[dict[str, Any]]:
 
 
 TABLE_ARN = {"Fn::GetAtt": ["JobsTable", "Arn"]}
+OWNER_INDEX_ARN = {"Fn::Sub": "${JobsTable.Arn}/index/by_owner"}
 
 
 def test_chat_may_invoke_the_runner_and_use_the_jobs_table_and_nothing_more(cfn: dict[str, Any]) -> None:
@@ -63,6 +64,7 @@ def test_chat_may_invoke_the_runner_and_use_the_jobs_table_and_nothing_more(cfn:
         {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::GetAtt": ["RunnerFunction", "Arn"]}},
         {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                                        "dynamodb:DeleteItem"], "Resource": TABLE_ARN},
+        {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": OWNER_INDEX_ARN},
     ]  # fmt: skip
     role = resources_of_type(cfn, "AWS::IAM::Role")["ChatFunctionRole"]["Properties"]
     managed = [json.dumps(arn) for arn in role["ManagedPolicyArns"]]
@@ -127,6 +129,27 @@ def test_jobs_table_is_on_demand_with_a_ttl(cfn: dict[str, Any]) -> None:
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_jobs_table_has_the_owner_index_the_stores_query(cfn: dict[str, Any]) -> None:
+    from servicekit.state.dynamo import OWNER_INDEX
+
+    from tests.jobs.stores import moto_table
+
+    table = resources_of_type(cfn, "AWS::DynamoDB::Table")["JobsTable"]["Properties"]
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == OWNER_INDEX
+    assert index["KeySchema"] == [
+        {"AttributeName": "owner", "KeyType": "HASH"},
+        {"AttributeName": "created_at", "KeyType": "RANGE"},
+    ]
+    assert OWNER_INDEX_ARN["Fn::Sub"].endswith(f"/index/{OWNER_INDEX}")
+    # the table the store tests run on (tests/jobs/stores.py, in moto) is this one
+    with moto_table() as tested:
+        (tested_index,) = tested.global_secondary_indexes
+        assert (tested_index["IndexName"], tested_index["KeySchema"]) == (index["IndexName"], index["KeySchema"])
+        assert tested_index["Projection"] == index["Projection"]
+        assert sorted(map(str, tested.attribute_definitions)) == sorted(map(str, table["AttributeDefinitions"]))
 
 
 def test_runner_events_wait_in_lambdas_queue_without_retries_then_reach_the_failure_handler(

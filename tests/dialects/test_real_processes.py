@@ -29,12 +29,14 @@ def fake() -> FakeOllama:
 def chat_url(fake: FakeOllama, tmp_path: Path) -> Iterator[str]:
     """Fake Ollama (a thread) → runner (a process, MAX_QUEUE=1) → chat (a process)."""
     runner_env = {"OLLAMA_HOST": "", "LOCK_PATH": str(tmp_path / "r.lock"), "MAX_QUEUE": "1",
-                  "GENERATION_ESTIMATE_S": "1", "JOBS_DIR": str(tmp_path / "jobs")}  # fmt: skip
+                  "GENERATION_ESTIMATE_S": "1", "STATE_DIR": str(tmp_path / "state")}  # fmt: skip
     with serve_in_thread(fake.app) as ollama_url:
         runner_env["OLLAMA_HOST"] = ollama_url
         with (
             uvicorn_process("runner", "runner.app:app", runner_env) as (runner_url, _),
-            uvicorn_process("chat", "chat.app:app", {"RUNNER_URL": runner_url, "JOBS_DIR": str(tmp_path / "jobs")}) as (
+            uvicorn_process(
+                "chat", "chat.app:app", {"RUNNER_URL": runner_url, "STATE_DIR": str(tmp_path / "state")}
+            ) as (
                 url,
                 _,
             ),

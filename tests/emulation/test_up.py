@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -89,7 +90,7 @@ def _ports() -> dict[str, str]:
 
 async def test_up_serves_real_answers_one_at_a_time_and_stops_cleanly(tmp_path: Path) -> None:
     ports = _ports()
-    env = {**ports, "LOCK_PATH": str(tmp_path / "up.lock"), "RUNNER_WORKERS": "2"}
+    env = {**ports, "STATE_DIR": str(tmp_path / "state"), "RUNNER_WORKERS": "2"}
     with local_up(env) as (process, lines):
         output = "".join(lines)
         assert "ready:" in output, output
@@ -105,7 +106,14 @@ async def test_up_serves_real_answers_one_at_a_time_and_stops_cleanly(tmp_path: 
                 *(client.post("/chat", json={"prompt": f"Say {i}.", "options": {"num_predict": 8}}) for i in range(10))
             )
             stats = (await client.get(f"http://127.0.0.1:{ports['OLLAMA_PORT']}/_local/stats")).json()
+            job = await client.post("/v1/jobs", json={"prompt": "Say hi.", "options": {"num_predict": 4}})
+            assert job.status_code == 202, job.text
     output = "".join(lines)
+    state = tmp_path / "state"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in state.iterdir()}
+    assert {"state.db", "runner.lock"} <= set(modes), modes
+    assert set(modes.values()) == {0o600}, modes
     assert [r.status_code for r in burst] == [200] * 10, [r.text for r in burst if r.status_code != 200]
     assert stats["peak"] == 1
     assert stats["generations"] >= 11, stats
@@ -114,6 +122,19 @@ async def test_up_serves_real_answers_one_at_a_time_and_stops_cleanly(tmp_path: 
     assert await asyncio.to_thread(survivors, family) == [], output[-3000:]
     assert "ollama | serving smollm2:135m" in output  # each service's lines carry its name
     assert "up     | stopping" in output
+
+
+def test_up_refuses_a_state_dir_others_can_write(tmp_path: Path) -> None:
+    shared = tmp_path / "state"
+    shared.mkdir()
+    shared.chmod(0o777)
+    env = service_env({**_ports(), "LOCAL_ENGINE": "echo", "STATE_DIR": str(shared)})
+    result = subprocess.run(
+        [sys.executable, "-m", "local", "up"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "cannot start: STATE_DIR" in result.stdout
+    assert "writable by other users" in result.stdout
 
 
 def test_up_names_a_port_that_is_taken() -> None:
@@ -131,7 +152,7 @@ def test_up_names_a_port_that_is_taken() -> None:
 
 def test_up_stops_everything_when_one_service_dies(tmp_path: Path) -> None:
     ports = _ports()
-    env = {**ports, "LOCAL_ENGINE": "echo", "LOCK_PATH": str(tmp_path / "up.lock"), "RUNNER_WORKERS": "1"}
+    env = {**ports, "LOCAL_ENGINE": "echo", "STATE_DIR": str(tmp_path / "state"), "RUNNER_WORKERS": "1"}
     with local_up(env) as (process, lines):
         assert "ready:" in "".join(lines)
         family = descendants(process.pid)
@@ -151,7 +172,7 @@ def test_up_uses_an_ollama_that_already_answers(tmp_path: Path) -> None:
 
     with serve_in_thread(create_app(EchoEngine(name="llama3.2"))) as ollama_url:
         ports = _ports()
-        env = {**ports, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": "llama3.2", "LOCK_PATH": str(tmp_path / "l"),
+        env = {**ports, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": "llama3.2", "STATE_DIR": str(tmp_path / "s"),
                "RUNNER_WORKERS": "1"}  # fmt: skip
         with local_up(env) as (_, lines):
             output = "".join(lines)

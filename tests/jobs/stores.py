@@ -1,4 +1,4 @@
-"""Both job stores, ready for tests: files in a temporary directory, DynamoDB in moto."""
+"""The stores, ready for tests: SQLite in a temporary STATE_DIR, DynamoDB in moto."""
 
 from __future__ import annotations
 
@@ -10,18 +10,39 @@ from typing import Any
 import boto3
 from moto import mock_aws
 from servicekit.jobs.dynamo_store import DynamoJobStore
-from servicekit.jobs.file_store import FileJobStore
+from servicekit.jobs.sqlite_store import SqliteJobStore
 from servicekit.jobs.store import JobStore
+from servicekit.state.dynamo import OWNER_INDEX
+from servicekit.state.dynamo_keys import DynamoKeyStore
+from servicekit.state.keys import KeyStore
+from servicekit.state.sqlite import StateDatabase
+from servicekit.state.sqlite_keys import SqliteKeyStore
 
 REGION = "us-east-1"
 TABLE = "jobs"
+KINDS = ["sqlite", "dynamodb"]
 
 
 def create_jobs_table(resource: Any) -> Any:
+    """The JobsTable of template.yaml: key ``id``, the ``by_owner`` index, TTL on ``expires_at``."""
     table = resource.create_table(
         TableName=TABLE,
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        AttributeDefinitions=[
+            {"AttributeName": "id", "AttributeType": "S"},
+            {"AttributeName": "owner", "AttributeType": "S"},
+            {"AttributeName": "created_at", "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": OWNER_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "owner", "KeyType": "HASH"},
+                    {"AttributeName": "created_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
     resource.meta.client.update_time_to_live(
@@ -31,12 +52,31 @@ def create_jobs_table(resource: Any) -> Any:
 
 
 @contextmanager
-def make_store(kind: str, tmp_path: Path) -> Iterator[JobStore]:
-    if kind == "file":
-        yield FileJobStore(tmp_path / "jobs")
-        return
+def moto_table() -> Iterator[Any]:
     with mock_aws():
         resource = boto3.resource(
             "dynamodb", region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
         )
-        yield DynamoJobStore(create_jobs_table(resource))
+        yield create_jobs_table(resource)
+
+
+@contextmanager
+def make_store(kind: str, tmp_path: Path) -> Iterator[JobStore]:
+    if kind == "sqlite":
+        database = StateDatabase(tmp_path / "state")
+        yield SqliteJobStore(database)
+        database.close()
+        return
+    with moto_table() as table:
+        yield DynamoJobStore(table)
+
+
+@contextmanager
+def make_key_store(kind: str, tmp_path: Path) -> Iterator[KeyStore]:
+    if kind == "sqlite":
+        database = StateDatabase(tmp_path / "state")
+        yield SqliteKeyStore(database)
+        database.close()
+        return
+    with moto_table() as table:
+        yield DynamoKeyStore(table)

@@ -60,7 +60,7 @@ async def invoke(record: dict[str, Any]) -> dict[str, Any]:
 
 async def _queued(store: DynamoJobStore) -> str:
     job, _ = await store.create(
-        new_job("tinyllama", {"prompt": "x"}, now=time.time(), ttl_s=3600, start_deadline_s=900)
+        new_job("tinyllama", {"prompt": "x"}, owner="alice", now=time.time(), ttl_s=3600, start_deadline_s=900)
     )
     return job["id"]
 

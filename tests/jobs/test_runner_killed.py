@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from chat.app import create_app as create_chat_app
 from chat.settings import Settings as ChatSettings
-from servicekit.jobs.factory import JobStoreSettings
+from servicekit.state.factory import StateSettings
 
 from tests.fake_ollama import FakeOllama
 from tests.inprocess import AppClient
@@ -27,13 +27,13 @@ async def test_killed_runner_leaves_the_job_failed(tmp_path: Path, chat_settings
     fake = FakeOllama()
     fake.faults.token_delay_s = 0.05
     fake.faults.tokens = 400
-    jobs_dir = str(tmp_path / "jobs")
+    state_dir = str(tmp_path / "state")
     with serve_in_thread(fake.app) as ollama_url:
-        env = {"OLLAMA_HOST": ollama_url, "LOCK_PATH": str(tmp_path / "r.lock"), "JOBS_DIR": jobs_dir,
+        env = {"OLLAMA_HOST": ollama_url, "LOCK_PATH": str(tmp_path / "r.lock"), "STATE_DIR": state_dir,
                "JOB_LEASE_S": str(LEASE_S), "JOB_PROGRESS_INTERVAL_S": "0.1"}  # fmt: skip
         with uvicorn_process("runner", "runner.app:app", env) as (runner_url, process):
             settings = dataclasses.replace(
-                chat_settings, runner_url=runner_url, jobs=JobStoreSettings(directory=jobs_dir)
+                chat_settings, runner_url=runner_url, state=StateSettings(directory=state_dir)
             )
             app = create_chat_app(settings)
             async with AppClient(app, base_url="http://chat.test") as chat:

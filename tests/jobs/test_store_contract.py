@@ -1,4 +1,4 @@
-"""One contract, two stores: FileJobStore and DynamoJobStore (DynamoDB through moto)."""
+"""One contract, two stores: SqliteJobStore and DynamoJobStore (DynamoDB through moto)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ from servicekit.jobs.dynamo_store import DynamoJobStore
 from servicekit.jobs.model import Job, new_job, view
 from servicekit.jobs.store import JobStore
 
-from tests.jobs.stores import make_store
+from tests.jobs.stores import KINDS, make_store
 
 NOW = 1_800_000_000.0
 LEASE = 30.0
 
 
-@pytest.fixture(params=["file", "dynamodb"])
+@pytest.fixture(params=KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     with make_store(request.param, tmp_path) as made:
         yield made
 
 
-def job(prompt: str = "hi", now: float = NOW) -> Job:
-    return new_job("tinyllama", {"prompt": prompt}, now=now, ttl_s=86_400, start_deadline_s=900)
+def job(prompt: str = "hi", now: float = NOW, owner: str = "alice") -> Job:
+    return new_job("tinyllama", {"prompt": prompt}, owner=owner, now=now, ttl_s=86_400, start_deadline_s=900)
 
 
 async def test_create_then_get(store: JobStore) -> None:
@@ -148,6 +148,84 @@ async def test_delete(store: JobStore) -> None:
     created, _ = await store.create(job())
     await store.delete(created["id"])
     assert await store.get(created["id"], now=NOW) is None
+
+
+async def test_a_deleted_job_frees_its_idempotency_key(store: JobStore) -> None:
+    refused, _ = await store.create(job(), idempotency_key="retry-me")
+    await store.delete(refused["id"])  # what chat does when the runner refuses the job
+    again, fresh = await store.create(job("another body", now=NOW + 1), idempotency_key="retry-me")
+    assert fresh is True
+    assert again["id"] != refused["id"]
+
+
+async def test_a_job_keeps_its_owner(store: JobStore) -> None:
+    created, _ = await store.create(job(owner="bob"))
+    got = await store.get(created["id"], now=NOW)
+    assert got is not None
+    assert got["owner"] == "bob"
+
+
+async def test_idempotency_keys_are_namespaced_per_owner(store: JobStore) -> None:
+    alice, fresh_a = await store.create(job(owner="alice"), idempotency_key="essay-42")
+    bob, fresh_b = await store.create(job(owner="bob"), idempotency_key="essay-42")
+    assert (fresh_a, fresh_b) == (True, True)
+    assert alice["id"] != bob["id"]
+    assert bob["owner"] == "bob"
+    # each owner replays their own; a different body is a conflict only within one owner
+    replay, fresh = await store.create(job(owner="bob", now=NOW + 1), idempotency_key="essay-42")
+    assert (replay["id"], fresh) == (bob["id"], False)
+    _, fresh = await store.create(job("else", owner="carol"), idempotency_key="essay-42")
+    assert fresh is True
+    with pytest.raises(IdempotencyConflict):
+        await store.create(job("else", owner="alice"), idempotency_key="essay-42")
+
+
+async def test_list_jobs_is_per_owner_and_newest_first(store: JobStore) -> None:
+    mine = [(await store.create(job(f"p{i}", now=NOW + i)))[0]["id"] for i in range(5)]
+    await store.create(job("theirs", now=NOW + 2.5, owner="bob"))
+    listed = await store.list_jobs("alice", limit=10, now=NOW + 10)
+    assert [j["id"] for j in listed] == mine[::-1]
+    assert {j["owner"] for j in listed} == {"alice"}
+    assert [j["id"] for j in await store.list_jobs("bob", limit=10, now=NOW + 10)] != []
+    assert await store.list_jobs("nobody", limit=10, now=NOW + 10) == []
+
+
+async def test_list_jobs_pages_with_a_cursor(store: JobStore) -> None:
+    mine = [(await store.create(job(f"p{i}", now=NOW + i)))[0]["id"] for i in range(7)][::-1]
+    for i in range(3):  # another owner's jobs between mine change nothing
+        await store.create(job(f"b{i}", now=NOW + i + 0.5, owner="bob"))
+    pages: list[list[str]] = []
+    after: str | None = None
+    while True:
+        page = await store.list_jobs("alice", limit=3, after=after, now=NOW + 10)
+        if not page:
+            break
+        pages.append([j["id"] for j in page])
+        after = page[-1]["id"]
+    assert pages == [mine[0:3], mine[3:6], mine[6:7]]
+
+
+async def test_list_jobs_cursor_of_another_owner_gives_nothing(store: JobStore) -> None:
+    await store.create(job("a"))
+    bobs, _ = await store.create(job("b", owner="bob", now=NOW + 1))
+    assert await store.list_jobs("alice", limit=10, after=bobs["id"], now=NOW + 2) == []
+    assert await store.list_jobs("alice", limit=10, after="0" * 32, now=NOW + 2) == []
+
+
+async def test_list_jobs_leaves_out_expired_and_settles_overdue(store: JobStore) -> None:
+    old, _ = await store.create(job("old", now=NOW))
+    recent, _ = await store.create(job("recent", now=NOW + 85_000))
+    listed = await store.list_jobs("alice", limit=10, now=NOW + 86_401)
+    assert [j["id"] for j in listed] == [recent["id"]]
+    assert listed[0]["status"] == "expired"  # queued past its start deadline, as get() shows it
+    assert old["id"] not in [j["id"] for j in listed]
+
+
+async def test_an_owner_is_required() -> None:
+    with pytest.raises(ValueError, match="owner"):
+        job(owner="")
+    with pytest.raises(ValueError, match="owner"):
+        job(owner="#keys")  # reserved for key records in the DynamoDB index
 
 
 async def test_a_failing_table_is_an_upstream_error_not_a_crash() -> None:

@@ -24,7 +24,7 @@ from chat.app import create_app as create_chat_app
 from chat.settings import Settings as ChatSettings
 from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
-from servicekit.jobs.factory import JobStoreSettings
+from servicekit.state.factory import StateSettings
 
 from tests.fake_ollama import FakeOllama
 from tests.inprocess import AppClient
@@ -50,10 +50,10 @@ def fake_ollama_process(port: int, token_delay_s: float, tokens: int) -> Iterato
 async def test_ollama_killed_mid_stream(tmp_path: Path) -> None:
     port = free_port()
     ollama_url = f"http://127.0.0.1:{port}"
-    jobs = JobStoreSettings(directory=str(tmp_path / "jobs"))
-    runner = create_runner_app(RunnerSettings(ollama_url=ollama_url, lock_path=str(tmp_path / "r.lock"), jobs=jobs))
+    state = StateSettings(directory=str(tmp_path / "state"))
+    runner = create_runner_app(RunnerSettings(ollama_url=ollama_url, lock_path=str(tmp_path / "r.lock"), state=state))
     with serve_in_thread(runner) as runner_url:
-        chat_app = create_chat_app(ChatSettings(runner_url=runner_url, jobs=jobs))
+        chat_app = create_chat_app(ChatSettings(runner_url=runner_url, state=state))
         async with AppClient(chat_app, base_url="http://chat.test") as chat:
             with fake_ollama_process(port, token_delay_s=0.05, tokens=200) as ollama:
                 streaming = asyncio.create_task(chat.post("/chat", json={"prompt": "doomed", "stream": True}))
@@ -82,7 +82,11 @@ async def test_a_runner_killed_while_holding_the_slot_lets_another_process_serve
     fake.faults.token_delay_s = 0.25
     fake.faults.tokens = 40  # ~10 s: far longer than the test waits
     with serve_in_thread(fake.app) as ollama_url:
-        env = {"OLLAMA_HOST": ollama_url, "LOCK_PATH": str(tmp_path / "shared.lock"), "JOBS_DIR": str(tmp_path)}
+        env = {
+            "OLLAMA_HOST": ollama_url,
+            "LOCK_PATH": str(tmp_path / "shared.lock"),
+            "STATE_DIR": str(tmp_path / "state"),
+        }
         with (
             uvicorn_process("runner", "runner.app:app", env) as (url_a, process_a),
             uvicorn_process("runner", "runner.app:app", env) as (url_b, _),

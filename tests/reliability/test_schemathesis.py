@@ -19,18 +19,18 @@ from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
 from schemathesis.checks import CheckFunction
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
-from servicekit.jobs.factory import JobStoreSettings
+from servicekit.state.factory import StateSettings
 
 from tests.fake_ollama import FakeOllama
 
 _state = Path(tempfile.mkdtemp(prefix="schemathesis-"))
-_jobs = JobStoreSettings(directory=str(_state / "jobs"))
+_states = StateSettings(directory=str(_state / "state"))
 _runner = create_runner_app(
-    RunnerSettings(ollama_url="http://ollama.test", lock_path=str(_state / "runner.lock"), jobs=_jobs),
+    RunnerSettings(ollama_url="http://ollama.test", lock_path=str(_state / "runner.lock"), state=_states),
     ollama_transport=httpx.ASGITransport(FakeOllama().app),
 )
 _chat = create_chat_app(
-    ChatSettings(runner_url="http://runner.test", jobs=_jobs), runner_transport=httpx.ASGITransport(_runner)
+    ChatSettings(runner_url="http://runner.test", state=_states), runner_transport=httpx.ASGITransport(_runner)
 )
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _chat)

@@ -18,9 +18,9 @@ from servicekit.body import read_json_object
 from servicekit.disconnect import CancelOnDisconnect
 from servicekit.errors import NotReady, UpstreamError, exception_handlers_for
 from servicekit.generation import GenerationRequest, parse_generation_request
-from servicekit.jobs.factory import job_store as build_job_store
 from servicekit.jobs.store import JobStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
+from servicekit.state.factory import job_store as build_job_store
 from servicekit.streaming import STREAM_HEADERS, ChunkStream
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -149,7 +149,7 @@ def create_app(
     transport = runner_transport or runner_transport_for(settings)
     runner = RunnerClient(settings.runner_url, timeout=settings.runner_timeout, transport=transport)
     chat = Chat(settings, runner)
-    jobs = JobsEndpoints(settings, job_store or build_job_store(settings.jobs), runner, chat.model)
+    jobs = JobsEndpoints(settings, job_store or build_job_store(settings.state), runner, chat.model)
     metadata = metadata_for(settings, runner, chat.models)
     ollama_api = OllamaAPI(chat, metadata)
     openai_api = OpenAIAPI(chat, metadata)

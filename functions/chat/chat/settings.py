@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import httpx
 from servicekit.config import ConfigError, env_float, env_int, env_list, env_str, env_url
-from servicekit.jobs.factory import DEFAULT_JOBS_DIR, JobStoreSettings
+from servicekit.state.factory import StateSettings
 
 DEFAULT_RUNNER_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "tinyllama"
@@ -43,7 +43,7 @@ class Settings:
     runner_function: str = ""  # set on AWS: invoke this Lambda function instead of RUNNER_URL
     chat_deadline_s: float = DEFAULT_CHAT_DEADLINE_S
     runner_invoke_read_timeout_s: float = DEFAULT_RUNNER_INVOKE_READ_TIMEOUT_S
-    jobs: JobStoreSettings = field(default_factory=JobStoreSettings)
+    state: StateSettings = field(default_factory=StateSettings)
     job_ttl_s: float = DEFAULT_JOB_TTL_S
     job_start_deadline_s: float = DEFAULT_JOB_START_DEADLINE_S
 
@@ -84,9 +84,7 @@ class Settings:
             runner_invoke_read_timeout_s=env_float(
                 env, "RUNNER_INVOKE_READ_TIMEOUT_S", DEFAULT_RUNNER_INVOKE_READ_TIMEOUT_S, minimum=0.001
             ),
-            jobs=JobStoreSettings(
-                table=env_str(env, "JOBS_TABLE", ""), directory=env_str(env, "JOBS_DIR", DEFAULT_JOBS_DIR)
-            ),
+            state=StateSettings.from_env(env),
             job_ttl_s=env_float(env, "JOB_TTL_S", DEFAULT_JOB_TTL_S, minimum=1),
             job_start_deadline_s=env_float(env, "JOB_START_DEADLINE_S", DEFAULT_JOB_START_DEADLINE_S, minimum=1),
         )

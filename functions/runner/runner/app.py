@@ -26,10 +26,10 @@ from servicekit.errors import (
     exception_handlers,
 )
 from servicekit.generation import parse_generation_request
-from servicekit.jobs.factory import job_store as build_job_store
 from servicekit.jobs.model import is_job_id
 from servicekit.jobs.store import JobStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
+from servicekit.state.factory import job_store as build_job_store
 from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -250,7 +250,7 @@ def create_app(
         poll_interval_s=settings.lock_poll_interval_s,
         generation_estimate_s=settings.generation_estimate_s,
     )
-    jobs = JobRunner(settings, job_store or build_job_store(settings.jobs), slot, ollama)
+    jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama)
     runner = Runner(settings, ollama, slot, jobs)
 
     @asynccontextmanager

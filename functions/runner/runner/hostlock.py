@@ -19,6 +19,7 @@ import os
 from typing import Protocol
 
 import filelock
+from servicekit.state.statedir import DIR_MODE, open_private
 
 
 class HostLock(Protocol):
@@ -47,8 +48,8 @@ class FileHostLock:
     def _open(self, path: str) -> int:
         directory = os.path.dirname(path)
         if directory:
-            os.makedirs(directory, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
+        return open_private(path)  # 0600, and a planted symlink is refused (ELOOP)
 
     def _fds(self) -> tuple[int, int, int]:
         # Opened on first use, in the process that uses them (never inherited across a fork).

@@ -14,8 +14,8 @@ import re
 import time
 from typing import Any, Literal
 
-from servicekit.jobs.factory import JobStoreSettings, job_store
 from servicekit.jobs.store import JobStore
+from servicekit.state.factory import StateSettings, job_store
 
 RUN_PATH = re.compile(r"^/v1/jobs/([0-9a-f]{32})/run$")
 
@@ -44,5 +44,5 @@ async def settle_failed_delivery(store: JobStore, record: dict[str, Any], *, now
 
 def handler(record: dict[str, Any], context: Any) -> dict[str, Any]:
     # Failed deliveries are rare: a table client per invocation costs less than keeping state.
-    store = job_store(JobStoreSettings(table=os.environ["JOBS_TABLE"]))
+    store = job_store(StateSettings(table=os.environ["JOBS_TABLE"]))
     return asyncio.run(settle_failed_delivery(store, record, now=time.time()))

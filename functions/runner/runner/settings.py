@@ -10,10 +10,11 @@ from urllib.parse import urlsplit
 
 import httpx
 from servicekit.config import ConfigError, env_float, env_int, env_str
-from servicekit.jobs.factory import DEFAULT_JOBS_DIR, JobStoreSettings
+from servicekit.state.factory import StateSettings
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
-DEFAULT_LOCK_PATH = "/tmp/ollama-runner.lock"
+# The lock lives in STATE_DIR by default, beside the state database.
+LOCK_FILE_NAME = "runner.lock"
 DEFAULT_MAX_QUEUE = 64
 DEFAULT_QUEUE_TIMEOUT_S = 300.0
 DEFAULT_OLLAMA_TIMEOUT_S = 600.0
@@ -72,7 +73,7 @@ def parse_ollama_host(value: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Settings:
     ollama_url: str = DEFAULT_OLLAMA_HOST
-    lock_path: str = DEFAULT_LOCK_PATH
+    lock_path: str = ""  # empty: <STATE_DIR>/runner.lock
     max_queue: int = DEFAULT_MAX_QUEUE
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
     ollama_timeout_s: float = DEFAULT_OLLAMA_TIMEOUT_S
@@ -82,13 +83,15 @@ class Settings:
     body_read_timeout_s: float = DEFAULT_BODY_READ_TIMEOUT_S
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     generation_estimate_s: float = DEFAULT_GENERATION_ESTIMATE_S
-    jobs: JobStoreSettings = field(default_factory=JobStoreSettings)
+    state: StateSettings = field(default_factory=StateSettings)
     job_progress_interval_s: float = DEFAULT_JOB_PROGRESS_INTERVAL_S
     job_lease_s: float = DEFAULT_JOB_LEASE_S
     # The model /readyz requires Ollama to have (chat's DEFAULT_MODEL); empty: Ollama answering is enough.
     ready_model: str = ""
 
     def __post_init__(self) -> None:
+        if not self.lock_path:
+            object.__setattr__(self, "lock_path", os.path.join(self.state.directory, LOCK_FILE_NAME))
         if self.job_lease_s <= self.job_progress_interval_s * 2:
             raise ConfigError("JOB_LEASE_S must be more than twice JOB_PROGRESS_INTERVAL_S")
 
@@ -107,9 +110,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        state = StateSettings.from_env(env)
         return cls(
             ollama_url=parse_ollama_host(env_str(env, "OLLAMA_HOST", DEFAULT_OLLAMA_HOST)),
-            lock_path=env_str(env, "LOCK_PATH", DEFAULT_LOCK_PATH),
+            lock_path=env_str(env, "LOCK_PATH", os.path.join(state.directory, LOCK_FILE_NAME)),
             max_queue=env_int(env, "MAX_QUEUE", DEFAULT_MAX_QUEUE),
             queue_timeout_s=env_float(env, "QUEUE_TIMEOUT_S", DEFAULT_QUEUE_TIMEOUT_S),
             ollama_timeout_s=env_float(env, "OLLAMA_TIMEOUT_S", DEFAULT_OLLAMA_TIMEOUT_S, minimum=0.001),
@@ -121,9 +125,7 @@ class Settings:
             body_read_timeout_s=env_float(env, "BODY_READ_TIMEOUT_S", DEFAULT_BODY_READ_TIMEOUT_S, minimum=0.001),
             max_prompt_chars=env_int(env, "MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS, minimum=1),
             generation_estimate_s=env_float(env, "GENERATION_ESTIMATE_S", DEFAULT_GENERATION_ESTIMATE_S, minimum=0.001),
-            jobs=JobStoreSettings(
-                table=env_str(env, "JOBS_TABLE", ""), directory=env_str(env, "JOBS_DIR", DEFAULT_JOBS_DIR)
-            ),
+            state=state,
             job_progress_interval_s=env_float(
                 env, "JOB_PROGRESS_INTERVAL_S", DEFAULT_JOB_PROGRESS_INTERVAL_S, minimum=0.01
             ),

@@ -9,5 +9,6 @@
 - :mod:`servicekit.streaming` — streamed responses whose cleanup always runs.
 - :mod:`servicekit.lambda_adapter` — the Mangum handler both functions use.
 - :mod:`servicekit.upstream` — the lean HTTP client for each hop (an httpx transport, aiohttp by default).
-- :mod:`servicekit.jobs` — asynchronous jobs: the document, its lifecycle, file and DynamoDB stores.
+- :mod:`servicekit.jobs` — asynchronous jobs: the document, its lifecycle, SQLite and DynamoDB stores.
+- :mod:`servicekit.state` — the private STATE_DIR, its SQLite database, API keys; the DynamoDB table on AWS.
 """

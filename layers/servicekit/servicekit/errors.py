@@ -18,7 +18,9 @@
     │   ├── UnsupportedParameter      400 unsupported_parameter: valid in an API we speak, not offered here
     │   └── ManagementRefused         403 management_refused: Ollama's pull/push/create/copy/delete/blobs
     ├── Busy                          503 + Retry-After: come back later
+    │   ├── StateBusy                 503 state_busy: another process kept the state database locked
     │   (runner: QueueFull, QueueTimeout; chat: RunnerBusy)
+    ├── StateError                    500 state_error: the state database failed (SQLite)
     ├── NotReady                      503 not_ready: a readiness probe failed
     └── UpstreamError                 502 upstream_error: what we call failed
         ├── UpstreamUnavailable       502 upstream_unavailable
@@ -170,6 +172,19 @@ class Busy(ServiceError):
         if self.queue_depth is not None:
             fields["queue_depth"] = self.queue_depth
         return fields
+
+
+class StateBusy(Busy):
+    """The state database stayed locked by another process for longer than a request waits."""
+
+    code = "state_busy"
+
+
+class StateError(ServiceError):
+    """The local state database failed (corrupt, unreadable, disk full): not the caller's fault."""
+
+    status = 500
+    code = "state_error"
 
 
 class NotReady(ServiceError):

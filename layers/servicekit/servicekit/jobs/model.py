@@ -16,6 +16,7 @@ CANCELLABLE: frozenset[str] = frozenset({"queued", "running"})
 
 class Job(TypedDict):
     id: str
+    owner: str  # the caller's name: only they see the job; their idempotency keys are theirs alone
     status: JobStatus
     model: str
     request: dict[str, Any]  # the validated generation request, without "stream"
@@ -63,9 +64,19 @@ def request_hash(model: str, request: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def new_job(model: str, request: dict[str, Any], *, now: float, ttl_s: float, start_deadline_s: float) -> Job:
+def is_owner(value: str) -> bool:
+    """A caller's name or address: non-empty (a DynamoDB index key), never starting with ``#`` (reserved)."""
+    return bool(value) and not value.startswith("#") and len(value) <= 256
+
+
+def new_job(
+    model: str, request: dict[str, Any], *, owner: str, now: float, ttl_s: float, start_deadline_s: float
+) -> Job:
+    if not is_owner(owner):
+        raise ValueError(f"not a job owner: {owner!r}")
     return {
         "id": uuid.uuid4().hex,
+        "owner": owner,
         "status": "queued",
         "model": model,
         "request": request,

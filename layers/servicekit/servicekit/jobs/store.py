@@ -46,4 +46,14 @@ class JobStore(Protocol):
         """queued/running → failed/expired (a delivery that never ran, or died); False if already finished."""
         ...
 
-    async def delete(self, job_id: str) -> None: ...
+    async def delete(self, job_id: str) -> None:
+        """Remove the job (and its idempotency record): a job the runner refused was never accepted."""
+        ...
+
+    async def list_jobs(self, owner: str, *, limit: int, after: str | None = None, now: float) -> list[Job]:
+        """``owner``'s jobs, newest first, at most ``limit`` (past-TTL jobs left out).
+
+        ``after`` is the id of the last job of the previous page (cursor pagination); an id
+        that is not one of ``owner``'s current jobs gives an empty page.
+        """
+        ...

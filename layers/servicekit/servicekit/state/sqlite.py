@@ -1,0 +1,166 @@
+"""The one SQLite database in STATE_DIR (``state.db``), shared by chat and every runner process.
+
+Every call runs in a worker thread, never on the event loop. WAL mode lets readers go on
+while one process writes; a writer that finds the database locked waits ``BUSY_TIMEOUT_S``
+inside SQLite (in its thread), then the caller retries after an asynchronous back-off until
+``BUSY_BUDGET_S`` has passed, and gives up with ``StateBusy`` (503 + Retry-After). Another
+local process holding a lock can therefore delay a store call by at most about two seconds
+and never stall the loop (``/healthz`` keeps answering). sqlite3's errors are translated here,
+once, into the servicekit tree.
+
+Connections are opened lazily in the thread that first needs one, kept in a small pool of
+idle ones, and never carried across a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+
+from servicekit.errors import StateBusy, StateError
+from servicekit.state import schema
+from servicekit.state.statedir import create_private_file, private_dir
+
+T = TypeVar("T")
+
+DB_NAME = "state.db"
+# Inside SQLite, per attempt: short, because a waiting worker thread cannot be cancelled.
+BUSY_TIMEOUT_S = 0.05
+# Across attempts, with an asynchronous back-off between them: well inside chat's 27 s deadline.
+BUSY_BUDGET_S = 2.0
+BACKOFF_FIRST_S = 0.01
+BACKOFF_MAX_S = 0.2
+MAX_IDLE_CONNECTIONS = 4
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+class _Locked(Exception):
+    """One attempt found the database locked by another connection (SQLITE_BUSY)."""
+
+
+class StateDatabase:
+    """Checks STATE_DIR and pre-creates ``state.db`` (0600, no link followed) when built.
+
+    ``await db.read(fn)`` / ``await db.write(fn)`` run ``fn(connection)`` in a worker thread,
+    inside a transaction (``BEGIN`` / ``BEGIN IMMEDIATE``), committed when ``fn`` returns.
+    """
+
+    def __init__(
+        self, directory: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S, busy_budget_s: float = BUSY_BUDGET_S
+    ) -> None:
+        self.busy_timeout_s = busy_timeout_s
+        self.busy_budget_s = busy_budget_s
+        self.directory = private_dir(directory)
+        self.path = self.directory / DB_NAME
+        # SQLite creates -wal and -shm with the database file's own mode, so 0600 here makes all three 0600.
+        create_private_file(self.path)
+        self._idle: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        self._pid = os.getpid()
+        self._migrated = False
+
+    async def read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(operation, "BEGIN")
+
+    async def write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(operation, "BEGIN IMMEDIATE")
+
+    async def _run(self, operation: Callable[[sqlite3.Connection], T], begin: str) -> T:
+        deadline = time.monotonic() + self.busy_budget_s
+        backoff = BACKOFF_FIRST_S
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(self._attempt, operation, begin)
+            except _Locked as locked:
+                if time.monotonic() + backoff > deadline:
+                    raise StateBusy(
+                        "The state database is locked by another process; try again shortly.", retry_after_s=1
+                    ) from locked.__cause__
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    # -- in the worker thread --------------------------------------------------------------------
+
+    def _attempt(self, operation: Callable[[sqlite3.Connection], T], begin: str) -> T:
+        try:
+            connection = self._checkout()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        healthy = True
+        try:
+            connection.execute(begin)
+            try:
+                result = operation(connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            return result
+        except sqlite3.Error as exc:
+            healthy = isinstance(exc, sqlite3.OperationalError)
+            raise self._translate(exc) from exc
+        finally:
+            self._checkin(connection, healthy)
+
+    @staticmethod
+    def _translate(exc: sqlite3.Error) -> Exception:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _BUSY_CODES:
+            return _Locked()
+        return StateError(f"The state database failed: {exc}.")
+
+    def _checkout(self) -> sqlite3.Connection:
+        with self._guard:
+            if self._pid != os.getpid():  # forked: the parent's connections are not ours to use
+                self._idle.clear()
+                self._pid = os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def _checkin(self, connection: sqlite3.Connection, healthy: bool) -> None:
+        with self._guard:
+            if healthy and len(self._idle) < MAX_IDLE_CONNECTIONS and not connection.in_transaction:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are exactly the BEGIN/COMMIT issued in _attempt.
+        connection = sqlite3.connect(
+            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False, cached_statements=64
+        )
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL never corrupts; a power cut may lose the last commits, not a crash.
+            connection.execute("PRAGMA synchronous = NORMAL")
+            if not self._migrated:
+                self._migrate(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        if schema.version(connection) != schema.LATEST:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                schema.migrate(connection)  # re-reads the version: another process may have just done it
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        self._migrated = True
+
+    def close(self) -> None:
+        with self._guard:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()

@@ -1,0 +1,45 @@
+"""The runner's host lock lives in STATE_DIR by default, in private files opened without following links."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from runner.hostlock import FileHostLock
+from runner.settings import Settings as RunnerSettings
+from servicekit.state.factory import StateSettings
+
+
+def test_the_lock_defaults_to_state_dir(tmp_path: Path) -> None:
+    state = str(tmp_path / "state")
+    assert RunnerSettings(state=StateSettings(directory=state)).lock_path == f"{state}/runner.lock"
+    assert RunnerSettings.from_env({"STATE_DIR": state}).lock_path == f"{state}/runner.lock"
+    assert RunnerSettings.from_env({"STATE_DIR": state, "LOCK_PATH": "/run/x.lock"}).lock_path == "/run/x.lock"
+
+
+def test_lock_files_are_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        lock = FileHostLock(str(tmp_path / "state" / "runner.lock"))
+        assert lock.try_acquire()
+        lock.set_waiting(True)
+    finally:
+        os.umask(old)
+    try:
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "state").iterdir()}
+        assert modes == {"runner.lock": 0o600, "runner.lock.waiters": 0o600}
+        assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    finally:
+        lock.close()
+
+
+def test_a_planted_lock_link_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "someone-elses-file"
+    target.write_text("keep")
+    (tmp_path / "runner.lock").symlink_to(target)
+    lock = FileHostLock(str(tmp_path / "runner.lock"))
+    with pytest.raises(OSError, match="symbolic links"):
+        lock.try_acquire()
+    assert target.read_text() == "keep"
