@@ -22,6 +22,10 @@ JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expire
 REFS: dict[type, str] = {ChatMessage: "ChatMessage", GenerationOptions: "Options"}
 
 
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 def model_names(settings: Settings) -> list[str]:
     """Every name a request may use for an allowed model (with and without ``:latest``)."""
     return sorted({*settings.allowed_models, *(tagged(name) for name in settings.allowed_models)})
