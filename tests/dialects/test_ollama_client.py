@@ -198,3 +198,16 @@ async def test_an_error_mid_stream_is_raised_by_the_client(ollama_chat: ollama.A
                                               stream=True):  # fmt: skip
             pass
     assert "injected error line" in failed.value.error
+
+
+async def test_null_options_and_empty_format_are_not_set(chat_app: Starlette, fake: FakeOllama) -> None:
+    # As Ollama reads them; LangChain's Ollama classes send every option they know, mostly null.
+    body = {"model": "tinyllama", "prompt": "x", "stream": False, "format": "",
+            "options": {"temperature": 0.5, "mirostat": None, "num_gpu": None}}  # fmt: skip
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(chat_app), base_url="http://chat.test") as client:
+        response = await client.post("/api/generate", json=body)
+        refused = await client.post("/api/generate", json={**body, "options": {"num_gpu": 1}})
+    assert response.status_code == 200
+    assert fake.recorder.bodies[0]["options"] == {"temperature": 0.5}
+    assert "format" not in fake.recorder.bodies[0]
+    assert refused.status_code == 422
