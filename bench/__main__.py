@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from bench.auth import auth_check_us
 from bench.dialects import Overhead, litellm_overhead, medians, openai_overhead
 from bench.extra import first_response_ms, import_ms, overload, peak_rss_mb, python_processes, slot_handoff_ms
 from bench.measure import Latency, burst, first_byte_ms, median, sequential_ms
@@ -44,7 +45,7 @@ async def added_latency(rounds: int, count: int) -> list[Row]:
         direct_body = {"model": "tinyllama", "prompt": "hi", "stream": False}
         per_round: list[tuple[Latency, Latency, Latency, Latency]] = []
         openai_rounds: list[Overhead] = []
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=s.headers) as client:
             await sequential_ms(client, f"{s.chat_url}/chat", PROMPT, 100)  # warm up every hop
             await sequential_ms(client, f"{s.ollama_url}/api/generate", direct_body, 100)
             await openai_overhead(client, s.ollama_url, s.chat_url, 50)
@@ -105,10 +106,10 @@ async def handoff(workers: int, clients: int, per_client: int, token_delay_s: fl
         stack(Path(tmp), runner_workers=workers, token_delay_s=token_delay_s) as s,
     ):
         url = f"{s.runner_url}/v1/run/tinyllama"
-        async with httpx.AsyncClient(timeout=30) as client:
-            await burst(url, PROMPT, clients, 1)  # every worker up and warm
+        async with httpx.AsyncClient(timeout=30, headers=s.headers) as client:
+            await burst(url, PROMPT, clients, 1, s.runner_headers)  # every worker up and warm
             await client.post(f"{s.ollama_url}/_fake/reset")
-            result = await burst(url, PROMPT, clients, per_client)
+            result = await burst(url, PROMPT, clients, per_client, s.runner_headers)
             stats = (await client.get(f"{s.ollama_url}/_fake/stats")).json()
             runner_rss = max(peak_rss_mb(pid) for pid in python_processes(s.runner_pid))
             chat_rss = peak_rss_mb(s.chat_pid)
@@ -141,12 +142,12 @@ async def rejections(seconds: float) -> list[Row]:
     """A full queue: one generation holds the slot, MAX_QUEUE=2 are waiting, everyone else gets 503."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), token_delay_s=5.0, max_queue=2) as s:
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with httpx.AsyncClient(timeout=60, headers=s.headers) as client:
             holders = [asyncio.create_task(client.post(f"{s.chat_url}/chat", json=PROMPT)) for _ in range(3)]
             await asyncio.sleep(0.5)
-            for name, url, body in (("runner", f"{s.runner_url}/v1/run/tinyllama", PROMPT),
-                                    ("chat -> runner", f"{s.chat_url}/chat", PROMPT)):  # fmt: skip
-                per_s, p50, statuses = await overload(url, body, clients=32, seconds=seconds)
+            for name, url, headers in (("runner", f"{s.runner_url}/v1/run/tinyllama", s.runner_headers),
+                                       ("chat -> runner", f"{s.chat_url}/chat", s.headers)):  # fmt: skip
+                per_s, p50, statuses = await overload(url, PROMPT, clients=32, seconds=seconds, headers=headers)
                 if set(statuses) != {503}:
                     raise RuntimeError(f"overload run answered {statuses}")
                 rows.append(Row(f"503 rejections per second, {name}", per_s, "/s", ">= 1500", per_s >= 1500))
@@ -190,6 +191,10 @@ async def run(quick: bool) -> list[Row]:
         rows += await handoff(workers, clients=32, per_client=2 if quick else 4, token_delay_s=0.005)
     rows += await rejections(seconds=2.0 if quick else 4.0)
     rows += cold_start()
+    p50_us, p99_us = await auth_check_us()
+    rows.append(Row("auth check per request, cached key p50 (in-process)", p50_us / 1000, "ms", "<= 0.1",
+                    p50_us / 1000 <= 0.1))  # fmt: skip
+    rows.append(Row("auth check per request, cached key p99 (in-process)", p99_us / 1000, "ms", "(report)", None))
     return rows
 
 

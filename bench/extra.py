@@ -42,14 +42,14 @@ def python_processes(pid: int) -> list[int]:
 
 
 async def overload(
-    url: str, body: Mapping[str, object], clients: int, seconds: float
+    url: str, body: Mapping[str, object], clients: int, seconds: float, headers: Mapping[str, str] | None = None
 ) -> tuple[float, float, dict[int, int]]:
     """Rejections per second and their median latency, with ``clients`` connections hammering ``url``."""
     statuses: dict[int, int] = {}
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
     connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def user() -> None:
             while time.perf_counter() < deadline:

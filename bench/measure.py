@@ -61,12 +61,16 @@ class Burst:
     statuses: dict[int, int]
 
 
-async def burst(url: str, body: dict[str, Any], clients: int, per_client: int) -> Burst:
+async def burst(
+    url: str, body: dict[str, Any], clients: int, per_client: int, headers: dict[str, str] | None = None
+) -> Burst:
     """``clients`` virtual users, one connection each, each sending ``per_client`` requests back to back."""
     statuses: dict[int, int] = {}
     # Built before the clock starts: an httpx client costs tens of ms of CPU to create (its SSL
     # context), which would otherwise be measured and steal a core from the servers.
-    users = [httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=1)) for _ in range(clients)]
+    users = [
+        httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=1), headers=headers) for _ in range(clients)
+    ]
 
     async def user(client: httpx.AsyncClient) -> None:
         for _ in range(per_client):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from servicekit.state.factory import StateSettings, key_store
+from servicekit.state.keys import hash_key, new_key
 
 from tests.servers import REPO, free_port, service_env, uvicorn_process, wait_until_up
 
@@ -19,6 +25,17 @@ class Stack:
     chat_url: str
     runner_pid: int
     chat_pid: int
+    headers: dict[str, str]  # what a caller of chat sends: its API key
+    runner_headers: dict[str, str]  # what chat sends the runner: RUNNER_TOKEN
+
+
+async def bench_key(state_dir: str) -> str:
+    """A key for the benchmark's caller, stored where chat reads keys."""
+    key = new_key()
+    store = key_store(StateSettings(directory=state_dir))
+    await store.add({"name": "bench", "key_hash": hash_key(key), "created_at": time.time(), "revoked_at": None,
+                     "weight": 1, "max_waiting": None, "models": None})  # fmt: skip
+    return key
 
 
 @contextmanager
@@ -45,7 +62,11 @@ def stack(
     with ExitStack() as stack_:
         ollama_url = stack_.enter_context(fake_ollama(token_delay_s))
         state_dir = str(lock_dir / f"bench-state-{free_port()}")  # the lock goes in it (LOCK_PATH's default)
-        runner_env = {"OLLAMA_HOST": ollama_url, "STATE_DIR": state_dir, "MAX_QUEUE": str(max_queue)}
+        # As deployed: chat requires a key, the runner requires chat's token.
+        key = asyncio.run(bench_key(state_dir))
+        token = secrets.token_urlsafe(32)
+        runner_env = {"OLLAMA_HOST": ollama_url, "STATE_DIR": state_dir, "MAX_QUEUE": str(max_queue),
+                      "RUNNER_TOKEN": token}  # fmt: skip
         runner_url, runner = stack_.enter_context(
             uvicorn_process(
                 "runner", "runner.app:app", runner_env, extra_args=("--workers", str(runner_workers), "--no-access-log")
@@ -55,8 +76,16 @@ def stack(
             uvicorn_process(
                 "chat",
                 "chat.app:app",
-                {"RUNNER_URL": runner_url, "STATE_DIR": state_dir},
+                {"RUNNER_URL": runner_url, "STATE_DIR": state_dir, "RUNNER_TOKEN": token, "AUTH": "required"},
                 extra_args=("--no-access-log",),
             )
         )
-        yield Stack(ollama_url, runner_url, chat_url, runner.pid, chat.pid)
+        yield Stack(
+            ollama_url,
+            runner_url,
+            chat_url,
+            runner.pid,
+            chat.pid,
+            {"Authorization": f"Bearer {key}"},
+            {"Authorization": f"Bearer {token}"},
+        )

@@ -6,24 +6,38 @@ A handler that raises makes the command exit 1, as a crashed invocation does.
 
 What the environment leaves unset takes ``local up``'s defaults, so the examples in events/ work
 against ``make up`` as written: chat's ``RUNNER_URL`` and the runner's ``OLLAMA_HOST`` already
-default to its ports, and ``DEFAULT_MODEL`` defaults here to the model it serves (``smollm2:135m``).
+default to its ports, ``DEFAULT_MODEL`` defaults here to the model it serves (``smollm2:135m``),
+``AUTH`` to ``off`` and ``RUNNER_TOKEN`` to the one ``make up`` keeps in its STATE_DIR.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import sys
 import traceback
+from collections.abc import MutableMapping
 from pathlib import Path
 
 from local.lambda_context import DEFAULT_TIMEOUT_S, LambdaContext
 from local.ollama.settings import DEFAULT_MODEL_NAME
+from local.up import LOCAL_STATE_DIR, RUNNER_TOKEN_FILE
 
 FUNCTIONS = {"chat": "chat.handler", "runner": "runner.handler"}
 REPO = Path(__file__).resolve().parent.parent
+
+
+def use_local_up_credentials(env: MutableMapping[str, str]) -> None:
+    """Chat invoked here is a local developer's: no API key needed unless ``AUTH`` says so, and the
+    runner token of the running ``make up`` (from its STATE_DIR) unless ``RUNNER_TOKEN`` is set."""
+    env.setdefault("AUTH", "off")
+    if not env.get("RUNNER_TOKEN"):
+        token_file = Path(env.get("STATE_DIR") or LOCAL_STATE_DIR) / RUNNER_TOKEN_FILE
+        with contextlib.suppress(OSError):
+            env["RUNNER_TOKEN"] = token_file.read_text().strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not os.environ.get("DEFAULT_MODEL", "").strip():
         os.environ["DEFAULT_MODEL"] = DEFAULT_MODEL_NAME  # what `make up` serves (see the docstring)
+    use_local_up_credentials(os.environ)
     # As SAM's CodeUri does: the function folder is the root of its code.
     sys.path.insert(0, str(REPO / "functions" / args.function))
     context = LambdaContext(function_name=f"{args.function}-function", timeout_s=args.timeout)

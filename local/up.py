@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,11 +26,12 @@ import httpx
 from chat.settings import DEFAULT_MODEL as CHAT_DEFAULT_MODEL
 from runner.settings import parse_ollama_host
 from servicekit.config import ConfigError, env_int, env_str
-from servicekit.state.statedir import private_dir
+from servicekit.state.statedir import open_private, private_dir
 
 REPO = Path(__file__).resolve().parent.parent
 # `local up` keeps its state in the checkout (git-ignored) unless STATE_DIR says otherwise.
 LOCAL_STATE_DIR = REPO / ".state"
+RUNNER_TOKEN_FILE = "runner-token"
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 PR_SET_PDEATHSIG = 1
@@ -168,6 +170,12 @@ def uvicorn_command(function: str, port: int, bind: str, workers: int = 1) -> li
     ]  # fmt: skip
 
 
+def write_runner_token(state_dir: Path, token: str) -> None:
+    fd = open_private(state_dir / RUNNER_TOKEN_FILE, os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+
+
 def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     """Start every service in order, ready one before the next; returns chat's URL."""
     wanted = [("CHAT_PORT", plan.chat_port), ("RUNNER_PORT", plan.runner_port)]
@@ -180,7 +188,12 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     # Created private (0700) here, before any service starts; refused if shared or a link.
     state_dir = private_dir(plan.state_dir)
     say(f"state (jobs, keys, the runner's lock) in {state_dir}")
-    base = {**env, "PYTHONUNBUFFERED": "1", "STATE_DIR": str(state_dir)}
+    # A fresh secret per run that only this chat and runner know: nothing else on the host can
+    # call the runner directly and skip chat's keys and limits. Kept (0600) in STATE_DIR for
+    # `local invoke` and for a developer who calls the runner by hand.
+    token = env.get("RUNNER_TOKEN") or secrets.token_urlsafe(32)
+    write_runner_token(state_dir, token)
+    base = {**env, "PYTHONUNBUFFERED": "1", "STATE_DIR": str(state_dir), "RUNNER_TOKEN": token}
     if plan.external_ollama:
         ollama_url = plan.external_ollama
         say(f"using the Ollama that answers at {ollama_url}")

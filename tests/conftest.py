@@ -40,7 +40,8 @@ def runner_settings(tmp_path: Path, state_settings: StateSettings) -> RunnerSett
 
 @pytest.fixture
 def chat_settings(state_settings: StateSettings) -> ChatSettings:
-    return ChatSettings(runner_url="http://runner.test", state=state_settings)
+    # Most tests are about something else than keys: no key needed (tests/auth sets AUTH itself).
+    return ChatSettings(runner_url="http://runner.test", state=state_settings, auth="off")
 
 
 def runner_app_for(fake: FakeOllama, settings: RunnerSettings) -> Starlette:

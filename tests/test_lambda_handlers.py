@@ -38,6 +38,7 @@ def handlers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
             env.setenv("LOCK_PATH", lock)
             env.setenv("RUNNER_URL", runner_url)
             env.setenv("DEFAULT_MODEL", MODEL)  # as `make up` runs chat, for which the events are written
+            env.setenv("AUTH", "off")  # as `python -m local invoke` runs chat: the events carry no key
             loaded: dict[str, Handler] = {}
             for service in ("chat", "runner"):
                 importlib.reload(importlib.import_module(f"{service}.app"))

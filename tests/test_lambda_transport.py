@@ -38,7 +38,7 @@ def runner_lambda(fake: FakeOllama, runner_settings: RunnerSettings) -> Iterator
 def chat_over(
     invoker: LambdaInvoker, deadline_s: float = 27.0, backoff: Callable[[int], float] = full_jitter
 ) -> httpx.AsyncClient:
-    settings = ChatSettings(runner_function=RUNNER, chat_deadline_s=deadline_s)
+    settings = ChatSettings(runner_function=RUNNER, chat_deadline_s=deadline_s, auth="off")
     transport = LambdaInvokeTransport(invoker, RUNNER, default_deadline_s=deadline_s, backoff=backoff)
     app = create_chat_app(settings, runner_transport=transport)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://chat.test")
@@ -78,12 +78,6 @@ async def test_runner_errors_are_relayed_over_lambda(chat: httpx.AsyncClient, fa
     response = await chat.post("/chat", json={"prompt": "hi"})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "model_not_found"
-
-
-async def test_readyz_over_lambda(chat: httpx.AsyncClient) -> None:
-    response = await chat.get("/readyz")
-    assert response.status_code == 200
-    assert response.json()["runner"]["ollama_version"] == "0.0.0-fake"
 
 
 # -- faults, with botocore's Stubber on a real boto3 client -------------------------------------
@@ -182,18 +176,6 @@ class CountingInvoker:
             FunctionName=FunctionName, InvocationType=InvocationType, Payload=Payload
         )
         return result
-
-
-async def test_readyz_does_not_wait_for_a_busy_runner() -> None:
-    client, stubber = _stubbed()
-    _throttle(stubber)
-    with stubber:
-        async with chat_over(client) as chat:
-            started = time.perf_counter()
-            response = await chat.get("/readyz")
-            assert time.perf_counter() - started < 1.0
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok", "runner": {"busy": True}}
 
 
 async def test_function_error_is_502() -> None:

@@ -15,14 +15,15 @@ RUNNER_ENV = {
     "OLLAMA_TIMEOUT_S": "9", "OLLAMA_CONNECT_TIMEOUT_S": "0.5", "LOCK_POLL_INTERVAL_S": "0.002",
     "MAX_BODY_BYTES": "1000", "BODY_READ_TIMEOUT_S": "2", "MAX_PROMPT_CHARS": "50", "GENERATION_ESTIMATE_S": "3",
     "JOBS_TABLE": "jobs-table", "STATE_DIR": "/srv/state", "JOB_PROGRESS_INTERVAL_S": "0.25", "JOB_LEASE_S": "12",
-    "DEFAULT_MODEL": "llama3.2",
+    "DEFAULT_MODEL": "llama3.2", "RUNNER_TOKEN": "t0ken",
 }  # fmt: skip
 CHAT_ENV = {
     "RUNNER_URL": "http://runner:9000/", "DEFAULT_MODEL": "llama3.2", "ALLOWED_MODELS": "llama3.2, tinyllama",
     "MAX_PROMPT_CHARS": "50", "MAX_BODY_BYTES": "1000", "BODY_READ_TIMEOUT_S": "2", "RUNNER_TIMEOUT_S": "99",
     "RUNNER_CONNECT_TIMEOUT_S": "0.5", "RUNNER_FUNCTION": "stack-Runner", "CHAT_DEADLINE_S": "20",
     "RUNNER_INVOKE_READ_TIMEOUT_S": "901", "JOBS_TABLE": "jobs-table", "STATE_DIR": "/srv/state", "JOB_TTL_S": "600",
-    "JOB_START_DEADLINE_S": "60",
+    "JOB_START_DEADLINE_S": "60", "AUTH": "required", "TRUST_PROXY_HEADERS": "yes", "KEY_CACHE_TTL_S": "2",
+    "RUNNER_TOKEN": "t0ken",
 }  # fmt: skip
 
 
@@ -94,3 +95,17 @@ def test_default_model_must_be_allowed() -> None:
     with pytest.raises(ConfigError, match="DEFAULT_MODEL"):
         ChatSettings.from_env({"DEFAULT_MODEL": "a", "ALLOWED_MODELS": "b,c"})
     assert ChatSettings.from_env({"DEFAULT_MODEL": "a"}).allowed_models == ("a",)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("AUTH", "maybe"), ("TRUST_PROXY_HEADERS", "perhaps"), ("KEY_CACHE_TTL_S", "-1")]
+)
+def test_bad_auth_settings_fail_by_name(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        ChatSettings.from_env({name: value})
+
+
+def test_auth_modes() -> None:
+    assert ChatSettings.from_env({}).auth == "auto"
+    assert ChatSettings.from_env({"AUTH": "OFF"}).auth == "off"
+    assert ChatSettings.from_env({"AUTH": "required"}).auth == "required"

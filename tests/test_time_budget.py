@@ -152,7 +152,7 @@ async def test_chat_over_http_sets_no_budget(runner_settings_real: RunnerSetting
 
     slow_fake.faults.tokens = 8  # 0.8 s, longer than chat's deadline below
     chat_app = create_chat_app(
-        ChatSettings(runner_url="http://runner.test", chat_deadline_s=0.3),
+        ChatSettings(runner_url="http://runner.test", chat_deadline_s=0.3, auth="off"),
         runner_transport=httpx.ASGITransport(recording),
     )
     async with AppClient(chat_app, behind=[runner_app], base_url="http://chat.test") as chat:

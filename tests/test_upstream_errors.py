@@ -117,7 +117,7 @@ async def test_ollama_stall_is_504_at_the_deadline(
 
 
 async def test_runner_unreachable_is_502(fake: FakeOllama) -> None:
-    settings = ChatSettings(runner_url=f"http://127.0.0.1:{free_port()}")
+    settings = ChatSettings(runner_url=f"http://127.0.0.1:{free_port()}", auth="off")
     app = create_chat_app(settings)
     async with AppClient(app, base_url="http://chat.test") as client:
         started = time.perf_counter()

@@ -81,6 +81,16 @@ def test_chat_and_runner_share_one_private_state_dir(compose: dict[str, Any]) ->
     assert "state-data" in compose["volumes"]
 
 
+def test_chat_requires_keys_and_the_runner_chats_token(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["chat"]["environment"]["AUTH"] == "required"
+    tokens = {services[name]["environment"]["RUNNER_TOKEN"] for name in ("chat", "runner")}
+    assert len(tokens) == 1
+    token = tokens.pop()
+    # One secret from .env for both, and no default: compose refuses to start without it.
+    assert token.startswith("${RUNNER_TOKEN:?")
+
+
 def test_runner_workers_share_one_lock(compose: dict[str, Any]) -> None:
     runner = compose["services"]["runner"]["environment"]
     assert int(runner["RUNNER_WORKERS"]) >= 2

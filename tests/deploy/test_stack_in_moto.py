@@ -74,6 +74,7 @@ def test_timeouts_and_environment(deployed: dict[str, Any]) -> None:
         "CHAT_DEADLINE_S": "27",
         "JOBS_TABLE": physical["JobsTable"],
         "JOB_START_DEADLINE_S": "900",
+        "AUTH": "required",
     }
     assert runner["Environment"]["Variables"] == {
         "OLLAMA_HOST": "http://10.0.1.23:11434",
@@ -113,8 +114,8 @@ def test_chat_role_may_invoke_only_the_runner_and_use_the_table(deployed: dict[s
         TableName=deployed["physical"]["JobsTable"]
     )["Table"]["TableArn"]
     assert statements == [
-        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": runner_arn},
+        {"Effect": "Allow", "Action": ["lambda:InvokeFunction", "lambda:GetFunction"], "Resource": runner_arn},
         {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                                       "dynamodb:DeleteItem"], "Resource": table_arn},
+                                       "dynamodb:DeleteItem", "dynamodb:DescribeTable"], "Resource": table_arn},
         {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": f"{table_arn}/index/by_owner"},
     ]  # fmt: skip

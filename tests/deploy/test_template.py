@@ -48,6 +48,7 @@ def test_chat_fits_inside_the_http_api_limit_and_finds_the_runner_by_name(cfn: d
     assert variables["RUNNER_FUNCTION"] == {"Ref": "RunnerFunction"}
     assert float(variables["CHAT_DEADLINE_S"]) < chat["Timeout"]
     assert "RUNNER_URL" not in variables
+    assert variables["AUTH"] == "required"
 
 
 def _statements(cfn: dict[str, Any], role: str) -> list[dict[str, Any]]:
@@ -61,9 +62,11 @@ OWNER_INDEX_ARN = {"Fn::Sub": "${JobsTable.Arn}/index/by_owner"}
 
 def test_chat_may_invoke_the_runner_and_use_the_jobs_table_and_nothing_more(cfn: dict[str, Any]) -> None:
     assert _statements(cfn, "ChatFunctionRole") == [
-        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::GetAtt": ["RunnerFunction", "Arn"]}},
+        # GetFunction: /readyz asks the control plane instead of invoking the runner.
+        {"Effect": "Allow", "Action": ["lambda:InvokeFunction", "lambda:GetFunction"],
+         "Resource": {"Fn::GetAtt": ["RunnerFunction", "Arn"]}},
         {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                                       "dynamodb:DeleteItem"], "Resource": TABLE_ARN},
+                                       "dynamodb:DeleteItem", "dynamodb:DescribeTable"], "Resource": TABLE_ARN},
         {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": OWNER_INDEX_ARN},
     ]  # fmt: skip
     role = resources_of_type(cfn, "AWS::IAM::Role")["ChatFunctionRole"]["Properties"]
@@ -77,8 +80,8 @@ def test_http_api_routes_go_to_chat_only(cfn: dict[str, Any]) -> None:
     events = template["Resources"]["ChatFunction"]["Properties"]["Events"]
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
     assert routes == {
-        ("POST", "/chat"), ("GET", "/healthz"), ("GET", "/readyz"),
-        ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
+        ("POST", "/chat"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"),
+        ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
         ("ANY", "/"), ("ANY", "/api/{proxy+}"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
         ("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/v1/models/{id}"),
     }  # fmt: skip
@@ -86,9 +89,9 @@ def test_http_api_routes_go_to_chat_only(cfn: dict[str, Any]) -> None:
     api = resources_of_type(cfn, "AWS::ApiGatewayV2::Api")
     assert list(api) == ["ChatApi"]
     paths = api["ChatApi"]["Properties"]["Body"]["paths"]
-    assert set(paths) == {"/chat", "/healthz", "/readyz", "/v1/jobs", "/v1/jobs/{id}", "/", "/api/{proxy+}",
-                          "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
-                          "/v1/models/{id}"}  # fmt: skip
+    assert set(paths) == {"/chat", "/healthz", "/readyz", "/openapi.json", "/v1/jobs", "/v1/jobs/{id}", "/",
+                          "/api/{proxy+}", "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                          "/v1/models", "/v1/models/{id}"}  # fmt: skip
     for operations in paths.values():
         for operation in operations.values():
             uri = json.dumps(operation["x-amazon-apigateway-integration"]["uri"])

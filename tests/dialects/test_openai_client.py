@@ -21,11 +21,13 @@ from tests.fake_ollama import FakeOllama
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 
 
-async def test_models_list_and_retrieve(fake: FakeOllama, runner_settings: RunnerSettings, chat_settings: Any) -> None:
+async def test_models_list_and_retrieve(
+    fake: FakeOllama, runner_settings: RunnerSettings, chat_settings: Any, api_key: str
+) -> None:
     fake.models = {"tinyllama", "secret-model"}
     async with (
         chat_app_over(runner_app_for(fake, runner_settings), chat_settings) as app,
-        openai_client(app) as client,
+        openai_client(app, api_key) as client,
     ):
         listed = [model.id async for model in client.models.list()]
         one = await client.models.retrieve("tinyllama")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,9 @@ import httpx2
 import ollama
 import openai
 import pytest
+from servicekit.state.factory import StateSettings
 
+from tests.dialects.conftest import add_key
 from tests.fake_ollama import FakeOllama
 from tests.servers import serve_in_thread, uvicorn_process
 
@@ -26,7 +29,13 @@ def fake() -> FakeOllama:
 
 
 @pytest.fixture
-def chat_url(fake: FakeOllama, tmp_path: Path) -> Iterator[str]:
+def key(tmp_path: Path) -> str:
+    """A key in chat's state: the openai client always sends one, and chat checks any it is sent."""
+    return asyncio.run(add_key(StateSettings(directory=str(tmp_path / "state"))))
+
+
+@pytest.fixture
+def chat_url(fake: FakeOllama, tmp_path: Path, key: str) -> Iterator[str]:
     """Fake Ollama (a thread) → runner (a process, MAX_QUEUE=1) → chat (a process)."""
     runner_env = {"OLLAMA_HOST": "", "LOCK_PATH": str(tmp_path / "r.lock"), "MAX_QUEUE": "1",
                   "GENERATION_ESTIMATE_S": "1", "STATE_DIR": str(tmp_path / "state")}  # fmt: skip
@@ -35,7 +44,7 @@ def chat_url(fake: FakeOllama, tmp_path: Path) -> Iterator[str]:
         with (
             uvicorn_process("runner", "runner.app:app", runner_env) as (runner_url, _),
             uvicorn_process(
-                "chat", "chat.app:app", {"RUNNER_URL": runner_url, "STATE_DIR": str(tmp_path / "state")}
+                "chat", "chat.app:app", {"RUNNER_URL": runner_url, "STATE_DIR": str(tmp_path / "state"), "AUTH": "off"}
             ) as (
                 url,
                 _,
@@ -61,8 +70,8 @@ def test_ollama_client(chat_url: str, fake: FakeOllama) -> None:
     assert fake.recorder.peak == 1
 
 
-def test_openai_client(chat_url: str) -> None:
-    client = openai.OpenAI(base_url=f"{chat_url}/v1", api_key="unused")
+def test_openai_client(chat_url: str, key: str) -> None:
+    client = openai.OpenAI(base_url=f"{chat_url}/v1", api_key=key)
     assert [m.id for m in client.models.list()] == ["tinyllama:latest"]
     stream = client.chat.completions.create(
         model="tinyllama", messages=[{"role": "user", "content": "a b"}], stream=True,
@@ -98,7 +107,7 @@ def _fill_the_queue(chat_url: str, fake: FakeOllama) -> list[threading.Thread]:
     return threads
 
 
-def test_full_queue_openai_retries_after_our_retry_after(chat_url: str, fake: FakeOllama) -> None:
+def test_full_queue_openai_retries_after_our_retry_after(chat_url: str, fake: FakeOllama, key: str) -> None:
     seen: list[tuple[float, int, str | None]] = []
 
     def record(response: httpx2.Response) -> None:
@@ -106,7 +115,7 @@ def test_full_queue_openai_retries_after_our_retry_after(chat_url: str, fake: Fa
 
     threads = _fill_the_queue(chat_url, fake)
     http_client = httpx2.Client(event_hooks={"response": [record]})
-    client = openai.OpenAI(base_url=f"{chat_url}/v1", api_key="unused", http_client=http_client, max_retries=3)
+    client = openai.OpenAI(base_url=f"{chat_url}/v1", api_key=key, http_client=http_client, max_retries=3)
     completion = client.chat.completions.create(model="tinyllama", messages=[{"role": "user", "content": "me"}])
     for thread in threads:
         thread.join()
@@ -130,7 +139,7 @@ def test_full_queue_is_ollama_response_error_503(chat_url: str, fake: FakeOllama
     assert "me" not in fake.recorder.prompts
 
 
-def test_langchain_chat_ollama_and_chat_openai(chat_url: str) -> None:
+def test_langchain_chat_ollama_and_chat_openai(chat_url: str, key: str) -> None:
     from langchain_ollama import ChatOllama, OllamaEmbeddings
     from langchain_openai import ChatOpenAI
 
@@ -138,6 +147,6 @@ def test_langchain_chat_ollama_and_chat_openai(chat_url: str) -> None:
     assert ollama_chat.invoke("a b").content == "a b a "
     assert "".join(str(chunk.content) for chunk in ollama_chat.stream("a b")) == "a b a "
     assert len(OllamaEmbeddings(model="tinyllama", base_url=chat_url).embed_query("a b")) == 4
-    openai_chat = ChatOpenAI(model="tinyllama", base_url=f"{chat_url}/v1", api_key="unused")  # type: ignore[arg-type]
+    openai_chat = ChatOpenAI(model="tinyllama", base_url=f"{chat_url}/v1", api_key=key)  # type: ignore[arg-type]
     assert openai_chat.invoke("a b").content == "a b a "
     assert "".join(str(chunk.content) for chunk in openai_chat.stream("a b")) == "a b a "

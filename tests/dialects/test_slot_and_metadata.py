@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import ollama
+import openai
 import pytest
 from chat.app import create_app as create_chat_app
 from chat.dialects import error_renderer
@@ -18,6 +19,8 @@ from openai.types.chat import ChatCompletionMessageParam
 from runner.settings import Settings as RunnerSettings
 from servicekit.errors import ServiceError, exception_handlers_for
 from servicekit.requestid import RequestIdMiddleware
+from servicekit.state.factory import key_store
+from servicekit.state.keys import ApiKey, hash_key, new_key
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -34,14 +37,16 @@ from tests.waiting import eventually
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "x"}]
 
 
-async def test_metadata_answers_while_a_long_generation_holds_the_slot(fake: FakeOllama, chat_app: Starlette) -> None:
+async def test_metadata_answers_while_a_long_generation_holds_the_slot(
+    fake: FakeOllama, chat_app: Starlette, api_key: str
+) -> None:
     fake.faults.token_delay_s = 0.5
     fake.faults.tokens = 4  # a 2 s generation
     async with httpx.AsyncClient(transport=httpx.ASGITransport(chat_app), base_url="http://chat.test") as http:
         generation = asyncio.create_task(http.post("/chat", json={"prompt": "long one"}))
         await eventually(lambda: fake.recorder.active == 1, what="the generation started")
         ollama_chat = ollama_client(chat_app)
-        async with openai_client(chat_app) as openai_chat:
+        async with openai_client(chat_app, api_key) as openai_chat:
             tags = await ollama_chat.list()
             shown = await ollama_chat.show("tinyllama")
             loaded = await ollama_chat.ps()
@@ -61,13 +66,13 @@ async def test_metadata_answers_while_a_long_generation_holds_the_slot(fake: Fak
 
 
 async def test_every_dialect_waits_its_turn_in_the_one_slot(
-    fake: FakeOllama, chat_app: Starlette, runner_app: Starlette
+    fake: FakeOllama, chat_app: Starlette, runner_app: Starlette, api_key: str
 ) -> None:
     fake.faults.token_delay_s = 0.02
     ollama_chat = ollama_client(chat_app)
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(chat_app), base_url="http://chat.test") as http,
-        openai_client(chat_app) as openai_chat,
+        openai_client(chat_app, api_key) as openai_chat,
     ):
 
         async def ollama_stream() -> list[str]:
@@ -156,7 +161,7 @@ class ArrivalLog:
 
 
 async def test_full_queue_openai_client_retries_after_our_retry_after(
-    fake: FakeOllama, runner_settings: RunnerSettings, chat_settings: ChatSettings
+    fake: FakeOllama, runner_settings: RunnerSettings, chat_settings: ChatSettings, api_key: str
 ) -> None:
     fake.faults.token_delay_s = 0.4  # ~1.2 s per generation
     runner_app = runner_app_for(fake, dataclasses.replace(runner_settings, max_queue=1, generation_estimate_s=1.0))
@@ -165,7 +170,7 @@ async def test_full_queue_openai_client_retries_after_our_retry_after(
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://chat.test") as http:
             held = [asyncio.create_task(http.post("/chat", json={"prompt": f"h{i}"})) for i in range(2)]
             await eventually(lambda: fake.recorder.active == 1 and _queued(runner_app) == 1)
-            async with openai_client(log, max_retries=3) as client:
+            async with openai_client(log, api_key, max_retries=3) as client:
                 completion = await client.chat.completions.create(model="tinyllama", messages=USER)
             await asyncio.gather(*held)
     assert completion.choices[0].message.content
@@ -235,3 +240,33 @@ def test_any_service_error_renders_in_the_route_dialect_with_its_headers(path: s
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.json() == body
+
+
+async def test_keys_guard_every_route_that_names_a_model(
+    fake: FakeOllama, runner_settings: RunnerSettings, chat_settings: ChatSettings
+) -> None:
+    fake.models = {"tinyllama", "llama3.2"}
+    settings = dataclasses.replace(chat_settings, auth="required", allowed_models=("tinyllama", "llama3.2"))
+    key = new_key()
+    record: ApiKey = {"name": "narrow", "key_hash": hash_key(key), "created_at": time.time(), "revoked_at": None,
+                      "weight": 1, "max_waiting": None, "models": ["llama3.2"]}  # fmt: skip
+    await key_store(settings.state).add(record)
+    async with chat_app_over(runner_app_for(fake, runner_settings), settings) as app:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://chat.test") as http:
+            anonymous = {path: await http.get(path) for path in ("/api/tags", "/v1/models", "/", "/api/version")}
+            pull = await http.post("/api/pull", json={"model": "x"})
+        tags = await ollama.AsyncClient(
+            host="http://chat.test", transport=httpx.ASGITransport(app), headers={"Authorization": f"Bearer {key}"}
+        ).list()
+        async with openai_client(app, key) as client:
+            models = [m.id async for m in client.models.list()]
+            with pytest.raises(openai.PermissionDeniedError):
+                await client.chat.completions.create(model="tinyllama", messages=USER)
+    assert anonymous["/api/tags"].status_code == 401
+    assert anonymous["/api/tags"].headers["www-authenticate"] == "Bearer"
+    assert isinstance(anonymous["/api/tags"].json()["error"], str)
+    assert anonymous["/v1/models"].status_code == 401
+    assert anonymous["/v1/models"].json()["error"]["code"] == "unauthorized"
+    assert (anonymous["/"].status_code, anonymous["/api/version"].status_code, pull.status_code) == (200, 200, 403)
+    assert [m.model for m in tags.models] == ["llama3.2:latest"]  # only what the key allows
+    assert models == ["llama3.2:latest"]

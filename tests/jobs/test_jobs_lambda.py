@@ -52,7 +52,7 @@ def runner_lambda(fake: FakeOllama, runner_settings: RunnerSettings, table: Any)
 
 @pytest.fixture
 async def chat(runner_lambda: InProcessLambda, table: Any) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ChatSettings(runner_function=RUNNER)
+    settings = ChatSettings(runner_function=RUNNER, auth="off")
     transport = LambdaInvokeTransport(runner_lambda, RUNNER, default_deadline_s=settings.chat_deadline_s)
     app = create_chat_app(settings, runner_transport=transport, job_store=DynamoJobStore(table))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://chat.test") as client:
@@ -121,7 +121,7 @@ async def test_a_job_longer_than_the_invocation_fails_cleanly_before_lambda_kill
             lambda_handler(create_runner_app(settings, job_store=DynamoJobStore(table))), timeout_s=2.0
         )
         try:
-            chat_settings = ChatSettings(runner_function=RUNNER)
+            chat_settings = ChatSettings(runner_function=RUNNER, auth="off")
             transport = LambdaInvokeTransport(standin, RUNNER, default_deadline_s=chat_settings.chat_deadline_s)
             app = create_chat_app(chat_settings, runner_transport=transport, job_store=DynamoJobStore(table))
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://chat.test") as chat:

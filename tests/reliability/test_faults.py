@@ -53,7 +53,7 @@ async def test_ollama_killed_mid_stream(tmp_path: Path) -> None:
     state = StateSettings(directory=str(tmp_path / "state"))
     runner = create_runner_app(RunnerSettings(ollama_url=ollama_url, lock_path=str(tmp_path / "r.lock"), state=state))
     with serve_in_thread(runner) as runner_url:
-        chat_app = create_chat_app(ChatSettings(runner_url=runner_url, state=state))
+        chat_app = create_chat_app(ChatSettings(runner_url=runner_url, state=state, auth="off"))
         async with AppClient(chat_app, base_url="http://chat.test") as chat:
             with fake_ollama_process(port, token_delay_s=0.05, tokens=200) as ollama:
                 streaming = asyncio.create_task(chat.post("/chat", json={"prompt": "doomed", "stream": True}))

@@ -6,7 +6,9 @@ codes, content types, headers, bodies). Chat runs over the real runner app and t
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
 from schemathesis.checks import CheckFunction
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
-from servicekit.state.factory import StateSettings
+from servicekit.state.factory import StateSettings, key_store
+from servicekit.state.keys import hash_key, new_key
 
 from tests.fake_ollama import FakeOllama
 
@@ -30,8 +33,18 @@ _runner = create_runner_app(
     ollama_transport=httpx.ASGITransport(FakeOllama().app),
 )
 _chat = create_chat_app(
-    ChatSettings(runner_url="http://runner.test", state=_states), runner_transport=httpx.ASGITransport(_runner)
+    ChatSettings(runner_url="http://runner.test", state=_states, auth="required"),
+    runner_transport=httpx.ASGITransport(_runner),
 )
+# As deployed: keys required. Generated requests carry a valid key (in both places a key may be,
+# so a generated value in one cannot stand in for it); schemathesis's own check sends some
+# without one and expects the documented 401.
+_KEY = new_key()
+asyncio.run(
+    key_store(_states).add({"name": "schemathesis", "key_hash": hash_key(_KEY), "created_at": time.time(),
+                            "revoked_at": None, "weight": 1, "max_waiting": None, "models": None})
+)  # fmt: skip
+AUTHENTICATED = {"Authorization": f"Bearer {_KEY}", "X-API-Key": _KEY}
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _chat)
 
@@ -68,7 +81,7 @@ def test_generated_requests_never_break_chat(case: schemathesis.Case[Any]) -> No
         # Each text field is documented up to MAX_PROMPT_CHARS, and so is their sum (422
         # prompt_too_long); a sum across fields is a limit JSON Schema cannot state.
         excluded.append(positive_data_acceptance)
-    response = case.call()
+    response = case.call(headers=AUTHENTICATED)
     if response.status_code == 413:
         # A body over MAX_BODY_BYTES is refused before it is read as JSON: a rejection all the same.
         excluded.append(negative_data_rejection)

@@ -2,25 +2,30 @@
 OpenAI's (``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models``),
 ``GET /healthz``, ``/readyz``, ``/openapi.json``.
 
-``app`` is built from the environment at import: one runner client per process. Every API
-goes through :class:`Chat`'s two ways to generate (:meth:`Chat.whole`, :meth:`Chat.open_stream`),
-so every one of them waits its turn in the same runner slot.
+``app`` is built from the environment at import: one runner client and one key cache per process.
+The routing table says which routes need a caller (``Authenticate``); the others are public.
+Every API goes through :class:`Chat`'s two ways to generate (:meth:`Chat.whole`,
+:meth:`Chat.open_stream`), so every one of them waits its turn in the same runner slot.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
 from servicekit.body import read_json_object
+from servicekit.callers import Caller, caller_of
 from servicekit.disconnect import CancelOnDisconnect
-from servicekit.errors import NotReady, UpstreamError, exception_handlers_for
+from servicekit.errors import ModelForbidden, exception_handlers_for
 from servicekit.generation import GenerationRequest, parse_generation_request
 from servicekit.jobs.store import JobStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import job_store as build_job_store
+from servicekit.state.factory import key_store as build_key_store
+from servicekit.state.keys import KeyStore
 from servicekit.streaming import STREAM_HEADERS, ChunkStream
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,9 +33,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chat.auth import Authenticate, Authenticator
 from chat.deadline import DeadlineMiddleware
 from chat.dialects import error_renderer
-from chat.errors import RunnerBusy
 from chat.jobs_api import JobsEndpoints
 from chat.lambda_transport import LambdaInvokeTransport, boto3_lambda_client
 from chat.metadata import Metadata, RunnerMetadata, SettingsMetadata
@@ -38,11 +43,14 @@ from chat.models import MISSING, Models
 from chat.ollama_api import OllamaAPI
 from chat.openai_api import OpenAIAPI
 from chat.openapi import openapi_document
+from chat.readiness import Readiness, RunnerReadiness, aws_readiness
 from chat.runner_client import RunnerClient
 from chat.settings import Settings
 from chat.streamformat import MEDIA_TYPES, relay, stream_format
 
 QUEUE_WAIT_HEADER = "X-Queue-Wait-Ms"
+
+logger = logging.getLogger("chat")
 
 
 def _queue_wait(headers: httpx.Headers) -> dict[str, str]:
@@ -53,15 +61,33 @@ def _queue_wait(headers: httpx.Headers) -> dict[str, str]:
 class Chat:
     """The endpoints, over one runner client."""
 
-    def __init__(self, settings: Settings, runner: RunnerClient) -> None:
+    def __init__(self, settings: Settings, runner: RunnerClient, readiness: Readiness) -> None:
         self.settings = settings
         self.runner = runner
+        self.readiness = readiness
         self.models = Models(settings.default_model, settings.allowed_models)
         self.openapi = openapi_document(settings)
 
-    def model(self, data: dict[str, Any]) -> str:
-        """The requested model (or the default), if it is allowed here."""
-        return self.models.choose(data.get("model", MISSING))
+    def model(self, data: dict[str, Any], caller: Caller) -> str:
+        """The requested model (or the default), if it is served here and the caller's key allows it."""
+        return self.allowed_for(caller, data.get("model", MISSING))
+
+    def allowed_for(self, caller: Caller, requested: Any = MISSING) -> str:
+        model = self.models.choose(requested, listed=self.allowed_models(caller))
+        if caller.models is not None and model not in caller.models:
+            raise ModelForbidden(f"Your API key does not allow model '{model}'; it allows: {list(caller.models)}.")
+        return model
+
+    def visible(self, caller: Caller, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Ollama's model entries this caller may use (its key's list, when it has one)."""
+        names = set(self.allowed_models(caller))
+        return [entry for entry in entries if self.models.allowed_name(entry["name"]) in names]
+
+    def allowed_models(self, caller: Caller) -> tuple[str, ...]:
+        """The models this caller may name: ALLOWED_MODELS, narrowed by the key's own list."""
+        if caller.models is None:
+            return self.settings.allowed_models
+        return tuple(m for m in self.settings.allowed_models if m in caller.models)
 
     async def body(self, request: Request) -> dict[str, Any]:
         return await read_json_object(
@@ -72,7 +98,8 @@ class Chat:
         self, model: str, generation: GenerationRequest, request: Request
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """A whole generation through the runner's slot: its reply, and the headers to pass on."""
-        reply, headers = await self.runner.run(model, generation, request_id_of(request.scope))
+        caller = caller_of(request.scope)
+        reply, headers = await self.runner.run(model, generation, request_id_of(request.scope), caller)
         return reply, _queue_wait(headers)
 
     async def open_stream(
@@ -83,8 +110,9 @@ class Chat:
         The runner's refusals (a full queue, an unknown model) surface here, before any byte is
         sent, so they keep their status codes.
         """
+        caller = caller_of(request.scope)
         async with AsyncExitStack() as stack:
-            runner_stream = self.runner.stream(model, generation, request_id_of(request.scope))
+            runner_stream = self.runner.stream(model, generation, request_id_of(request.scope), caller)
             lines, headers = await stack.enter_async_context(runner_stream)
             cleanup = stack.pop_all()
         return lines, {**STREAM_HEADERS, **_queue_wait(headers)}, cleanup
@@ -94,34 +122,20 @@ class Chat:
         generation = parse_generation_request(
             data, max_prompt_chars=self.settings.max_prompt_chars, also_allowed=("model",)
         )
-        model = self.model(data)
+        model = self.model(data, caller_of(request.scope))
         if not generation.get("stream", False):
             reply, headers = await self.whole(model, generation, request)
             return JSONResponse(reply, headers=headers)
         fmt = stream_format(request.headers.get("accept", ""))
         lines, headers, cleanup = await self.open_stream(model, generation, request)
-        return ChunkStream(
-            relay(lines, fmt, request_id_of(request.scope)),
-            cleanup=cleanup,
-            media_type=MEDIA_TYPES[fmt],
-            headers=headers,
-        )
+        chunks = relay(lines, fmt, request_id_of(request.scope))
+        return ChunkStream(chunks, cleanup=cleanup, media_type=MEDIA_TYPES[fmt], headers=headers)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        try:
-            status, body = await self.runner.ready(request_id_of(request.scope))
-        except RunnerBusy:
-            # On AWS a generation in progress throttles the probe: busy is alive.
-            return JSONResponse({"status": "ok", "runner": {"busy": True}})
-        except UpstreamError as exc:
-            raise NotReady(f"The runner is not ready: {exc.message}") from exc
-        if status != 200:
-            detail = body.get("error", {}).get("message", f"status {status}") if body else f"status {status}"
-            raise NotReady(f"The runner is not ready: {detail}")
-        return JSONResponse({"status": "ok", "runner": body})
+        return JSONResponse({"status": "ok", **await self.readiness.check(request_id_of(request.scope))})
 
     async def openapi_json(self, request: Request) -> Response:
         return JSONResponse(self.openapi)
@@ -140,33 +154,52 @@ def metadata_for(settings: Settings, runner: RunnerClient, models: Models) -> Me
     return SettingsMetadata(models) if settings.runner_function else RunnerMetadata(runner, models)
 
 
+def readiness_for(settings: Settings, runner: RunnerClient) -> Readiness:
+    """The runner's own /readyz by default; on AWS the control plane, never an invoke."""
+    if not settings.runner_function:
+        return RunnerReadiness(runner)
+    return aws_readiness(settings.runner_function, settings.state.table, settings.runner_connect_timeout_s)
+
+
 def create_app(
     settings: Settings,
     *,
     runner_transport: httpx.AsyncBaseTransport | None = None,
     job_store: JobStore | None = None,
+    key_store: KeyStore | None = None,
+    readiness: Readiness | None = None,
 ) -> Starlette:
     transport = runner_transport or runner_transport_for(settings)
-    runner = RunnerClient(settings.runner_url, timeout=settings.runner_timeout, transport=transport)
-    chat = Chat(settings, runner)
+    runner = RunnerClient(
+        settings.runner_url, timeout=settings.runner_timeout, transport=transport, token=settings.runner_token
+    )
+    chat = Chat(settings, runner, readiness or readiness_for(settings, runner))
     jobs = JobsEndpoints(settings, job_store or build_job_store(settings.state), runner, chat.model)
+    auth = Authenticator(
+        key_store or build_key_store(settings.state),
+        mode=settings.auth,
+        trust_proxy_headers=settings.trust_proxy_headers,
+        cache_ttl_s=settings.key_cache_ttl_s,
+    )
+    caller_needed = [Middleware(Authenticate, auth=auth)]
     metadata = metadata_for(settings, runner, chat.models)
-    ollama_api = OllamaAPI(chat, metadata)
-    openai_api = OpenAIAPI(chat, metadata)
+    ollama_api = OllamaAPI(chat, metadata, caller_needed)
+    openai_api = OpenAIAPI(chat, metadata, caller_needed)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        logger.warning(await auth.startup_notice())
         yield
         await runner.aclose()
 
     app = Starlette(
         routes=[
-            Route("/chat", chat.chat, methods=["POST"]),
+            Route("/chat", chat.chat, methods=["POST"], middleware=caller_needed),
             Route("/healthz", chat.healthz, methods=["GET"]),
             Route("/readyz", chat.readyz, methods=["GET"]),
             Route("/openapi.json", chat.openapi_json, methods=["GET"]),
-            Route("/v1/jobs", jobs.create, methods=["POST"]),
-            Route("/v1/jobs/{job_id}", jobs.job, methods=["GET", "DELETE"]),
+            Route("/v1/jobs", jobs.jobs, methods=["GET", "POST"], middleware=caller_needed),
+            Route("/v1/jobs/{job_id}", jobs.job, methods=["GET", "DELETE"], middleware=caller_needed),
             *ollama_api.routes(),
             *openai_api.routes(),
         ],
@@ -179,6 +212,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.chat = chat
+    app.state.auth = auth
     return app
 
 

@@ -1,8 +1,11 @@
-"""The jobs API: ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``DELETE /v1/jobs/{id}``.
+"""The jobs API: ``POST``/``GET /v1/jobs``, ``GET``/``DELETE /v1/jobs/{id}``.
 
 A job is stored first, then handed to the runner (over HTTP locally, as an asynchronous
 ``lambda:Invoke`` on AWS, where Lambda's own queue holds it while the runner is busy). If the
 runner refuses it (a full queue), the job is deleted again and the refusal is the answer.
+
+Jobs belong to the caller that created them: another caller is told ``404 job_not_found``, as
+if the job did not exist, and Idempotency-Keys are the caller's own.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from servicekit.body import read_json_object
-from servicekit.errors import JobFinished, JobNotFound, ServiceError
+from servicekit.callers import Caller, caller_of
+from servicekit.errors import InvalidRequest, JobFinished, JobNotFound, ServiceError
 from servicekit.generation import GenerationRequest, parse_generation_request
-from servicekit.jobs.model import FINISHED, Job, is_job_id, new_job, view
+from servicekit.jobs.model import FINISHED, Job, is_job_id, iso, new_job, view
 from servicekit.jobs.store import JobStore
 from servicekit.requestid import request_id_of
 from starlette.requests import Request
@@ -24,38 +28,57 @@ from chat.runner_client import RunnerClient
 from chat.settings import Settings
 
 IDEMPOTENCY_HEADER = "idempotency-key"
-# Until callers are identified (issue 9: the key's name, or the client address with AUTH=off),
-# every job belongs to this one owner.
-ANONYMOUS_OWNER = "anonymous"
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+def _page_size(request: Request) -> int:
+    raw = request.query_params.get("limit", str(DEFAULT_PAGE))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE}.")
+    return int(raw)
 
 
 class JobsEndpoints:
     def __init__(
-        self, settings: Settings, store: JobStore, runner: RunnerClient, choose_model: Callable[[dict[str, Any]], str]
+        self,
+        settings: Settings,
+        store: JobStore,
+        runner: RunnerClient,
+        choose_model: Callable[[dict[str, Any], Caller], str],
     ) -> None:
         self.settings = settings
         self.store = store
         self.runner = runner
         self.choose_model = choose_model
 
+    async def jobs(self, request: Request) -> Response:
+        """``POST`` (create) or ``GET`` (list) ``/v1/jobs`` (one route, so a 405 lists both methods)."""
+        return await (self.create(request) if request.method == "POST" else self.index(request))
+
+    async def job(self, request: Request) -> Response:
+        """``GET`` or ``DELETE /v1/jobs/{id}`` (one route, so a 405 lists both methods)."""
+        return await (self.cancel(request) if request.method == "DELETE" else self.get(request))
+
     async def create(self, request: Request) -> Response:
+        caller = caller_of(request.scope)
         data = await read_json_object(
             request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
         )
         generation: GenerationRequest = parse_generation_request(
             data, max_prompt_chars=self.settings.max_prompt_chars, allow_stream=False, also_allowed=("model",)
         )
-        model = self.choose_model(data)
+        model = self.choose_model(data, caller)
         key = request.headers.get(IDEMPOTENCY_HEADER) or None
         now = time.time()
         job, created = await self.store.create(
-            new_job(model, dict(generation), owner=ANONYMOUS_OWNER, now=now, ttl_s=self.settings.job_ttl_s,
+            new_job(model, dict(generation), owner=caller.name, now=now, ttl_s=self.settings.job_ttl_s,
                     start_deadline_s=self.settings.job_start_deadline_s),
             idempotency_key=key,
         )  # fmt: skip
         if created:
             try:
-                await self.runner.start_job(job["id"], request_id_of(request.scope))
+                await self.runner.start_job(job["id"], request_id_of(request.scope), caller)
             except ServiceError:
                 await self.store.delete(job["id"])
                 raise
@@ -65,23 +88,35 @@ class JobsEndpoints:
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(body, status_code=202, headers=headers)
 
-    async def job(self, request: Request) -> Response:
-        """``GET`` or ``DELETE /v1/jobs/{id}`` (one route, so a 405 lists both methods)."""
-        return await (self.cancel(request) if request.method == "DELETE" else self.get(request))
+    async def index(self, request: Request) -> Response:
+        """The caller's jobs, newest first: ``?limit=`` (1-100, default 20) and ``?after=<id>`` to page on."""
+        limit = _page_size(request)
+        after = request.query_params.get("after")
+        if after is not None and not is_job_id(after):
+            raise InvalidRequest("'after' must be a job id from the previous page.")
+        owner = caller_of(request.scope).name
+        found = await self.store.list_jobs(owner, limit=limit + 1, after=after, now=time.time())
+        page = found[:limit]
+        body: dict[str, Any] = {
+            "jobs": [{"id": j["id"], "status": j["status"], "created_at": iso(j["created_at"])} for j in page],
+            "next_after": page[-1]["id"] if len(found) > limit else None,
+        }
+        return JSONResponse(body)
 
-    async def _existing(self, request: Request, now: float) -> Job:
+    async def _own(self, request: Request, now: float) -> Job:
+        """The caller's job named in the path; anyone else's is as unknown as a job that never was."""
         job_id = request.path_params["job_id"]
         job = await self.store.get(job_id, now=now) if is_job_id(job_id) else None
-        if job is None:
+        if job is None or job["owner"] != caller_of(request.scope).name:
             raise JobNotFound(f"There is no job {job_id!r} (jobs are kept {self.settings.job_ttl_s / 3600:g} h).")
         return job
 
     async def get(self, request: Request) -> Response:
-        return JSONResponse(view(await self._existing(request, time.time())))
+        return JSONResponse(view(await self._own(request, time.time())))
 
     async def cancel(self, request: Request) -> Response:
         now = time.time()
-        job = await self._existing(request, now)
+        job = await self._own(request, now)
         job_id = job["id"]
         if job["status"] in FINISHED:
             raise JobFinished(f"Job {job_id} has already finished ({job['status']}).")

@@ -36,12 +36,16 @@ class Models:
         """The ALLOWED_MODELS spelling of ``name``, or None when it is not allowed."""
         return self._by_tag.get(tagged(name))
 
-    def choose(self, requested: Any = MISSING) -> str:
-        """The requested model (the default when none is named), if it is allowed; raise otherwise."""
+    def choose(self, requested: Any = MISSING, *, listed: Iterable[str] | None = None) -> str:
+        """The requested model (the default when none is named), if it is allowed; raise otherwise.
+
+        ``listed``: the models to name in the refusal (a key's own list, not every allowed model).
+        """
         model = self.default if requested is MISSING else requested
         if not isinstance(model, str) or not model:
             raise InvalidRequest("'model' must be a non-empty string.")
         name = self.allowed_name(model)
         if name is None:
-            raise ModelNotFound(f"Model '{model}' is not available here; allowed: {list(self.allowed)}.")
+            shown = list(self.allowed if listed is None else listed)
+            raise ModelNotFound(f"Model '{model}' is not available here; allowed: {shown}.")
         return name

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from servicekit.callers import caller_of
 from servicekit.errors import ManagementRefused
 from servicekit.requestid import request_id_of
 from servicekit.streaming import ChunkStream
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -37,21 +39,25 @@ def root_representation(request: Request) -> Response:
 
 
 class OllamaAPI:
-    def __init__(self, chat: Chat, metadata: Metadata) -> None:
+    def __init__(self, chat: Chat, metadata: Metadata, caller_needed: list[Middleware]) -> None:
         self.chat = chat
         self.metadata = metadata
+        self.caller_needed = caller_needed
         self.max_prompt_chars = chat.settings.max_prompt_chars
 
     def routes(self) -> list[BaseRoute]:
+        """What names a model needs a caller (the key decides which models it sees); the probes
+        (``/``, ``/api/version``) and the refusals of management are public."""
+        keyed = self.caller_needed
         return [
             Route("/", root_representation, methods=["GET"]),  # HEAD is served with GET
-            Route("/api/chat", self.chat_endpoint, methods=["POST"]),
-            Route("/api/generate", self.generate, methods=["POST"]),
-            Route("/api/embed", self.embed, methods=["POST"]),
-            Route("/api/embeddings", self.embeddings, methods=["POST"]),
-            Route("/api/tags", self.tags, methods=["GET"]),
-            Route("/api/show", self.show, methods=["POST"]),
-            Route("/api/ps", self.ps, methods=["GET"]),
+            Route("/api/chat", self.chat_endpoint, methods=["POST"], middleware=keyed),
+            Route("/api/generate", self.generate, methods=["POST"], middleware=keyed),
+            Route("/api/embed", self.embed, methods=["POST"], middleware=keyed),
+            Route("/api/embeddings", self.embeddings, methods=["POST"], middleware=keyed),
+            Route("/api/tags", self.tags, methods=["GET"], middleware=keyed),
+            Route("/api/show", self.show, methods=["POST"], middleware=keyed),
+            Route("/api/ps", self.ps, methods=["GET"], middleware=keyed),
             Route("/api/version", self.version, methods=["GET"]),
             *(Route(path, self.management, methods=methods) for path, methods in MANAGEMENT.items()),
         ]
@@ -65,7 +71,7 @@ class OllamaAPI:
     async def _generate(self, request: Request, *, chat: bool) -> Response:
         data = await self.chat.body(request)
         requested, generation = ollama.generation_request(data, chat=chat, max_prompt_chars=self.max_prompt_chars)
-        model = self.chat.models.choose(requested)
+        model = self.chat.allowed_for(caller_of(request.scope), requested)
         shown = requested if requested is not MISSING else model  # Ollama echoes the name it was asked for
         if not generation.get("stream"):
             reply, headers = await self.chat.whole(model, generation, request)
@@ -83,25 +89,29 @@ class OllamaAPI:
     async def _embed(self, request: Request, *, legacy: bool) -> Response:
         data = await self.chat.body(request)
         requested, embedding = ollama.embedding_request(data, legacy=legacy, max_prompt_chars=self.max_prompt_chars)
-        model = self.chat.models.choose(requested)
-        reply, headers = await self.chat.runner.embed(model, embedding, request_id_of(request.scope))
+        caller = caller_of(request.scope)
+        model = self.chat.allowed_for(caller, requested)
+        reply, headers = await self.chat.runner.embed(model, embedding, request_id_of(request.scope), caller)
         shown = requested if requested is not MISSING else model
         body = ollama.legacy_embedding_reply(reply) if legacy else ollama.embed_reply(shown, reply)
         return JSONResponse(body, headers={k: v for k, v in headers.items() if k.lower() == "x-queue-wait-ms"})
 
     async def tags(self, request: Request) -> Response:
-        return JSONResponse({"models": await self.metadata.tags(request_id_of(request.scope))})
+        entries = await self.metadata.tags(request_id_of(request.scope))
+        return JSONResponse({"models": self.chat.visible(caller_of(request.scope), entries)})
 
     async def show(self, request: Request) -> Response:
         data = await self.chat.body(request)
         ollama.check_show_request(data)
         # Older clients send "name"; each name given must be an allowed one.
-        names = [self.chat.models.choose(data[key]) for key in ("model", "name") if key in data]
-        model = names[0] if names else self.chat.models.choose()
+        caller = caller_of(request.scope)
+        names = [self.chat.allowed_for(caller, data[key]) for key in ("model", "name") if key in data]
+        model = names[0] if names else self.chat.allowed_for(caller)
         return JSONResponse(await self.metadata.show(model, request_id_of(request.scope)))
 
     async def ps(self, request: Request) -> Response:
-        return JSONResponse({"models": await self.metadata.ps(request_id_of(request.scope))})
+        entries = await self.metadata.ps(request_id_of(request.scope))
+        return JSONResponse({"models": self.chat.visible(caller_of(request.scope), entries)})
 
     async def version(self, request: Request) -> Response:
         return JSONResponse({"version": await self.metadata.version(request_id_of(request.scope))})

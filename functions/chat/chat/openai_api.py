@@ -8,10 +8,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from servicekit.callers import caller_of
 from servicekit.errors import InvalidRequest, ModelNotFound
 from servicekit.generation import GenerationRequest
 from servicekit.requestid import request_id_of
 from servicekit.streaming import ChunkStream
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -35,18 +37,21 @@ def _created(entry: dict[str, Any]) -> int:
 
 
 class OpenAIAPI:
-    def __init__(self, chat: Chat, metadata: Metadata) -> None:
+    def __init__(self, chat: Chat, metadata: Metadata, caller_needed: list[Middleware]) -> None:
         self.chat = chat
         self.metadata = metadata
+        self.caller_needed = caller_needed
         self.max_prompt_chars = chat.settings.max_prompt_chars
 
     def routes(self) -> list[BaseRoute]:
+        """Every route needs a caller (OpenAI's clients always send their key as a Bearer token)."""
+        keyed = self.caller_needed
         return [
-            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-            Route("/v1/completions", self.completions, methods=["POST"]),
-            Route("/v1/embeddings", self.embeddings, methods=["POST"]),
-            Route("/v1/models", self.models, methods=["GET"]),
-            Route("/v1/models/{model:path}", self.model, methods=["GET"]),
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"], middleware=keyed),
+            Route("/v1/completions", self.completions, methods=["POST"], middleware=keyed),
+            Route("/v1/embeddings", self.embeddings, methods=["POST"], middleware=keyed),
+            Route("/v1/models", self.models, methods=["GET"], middleware=keyed),
+            Route("/v1/models/{model:path}", self.model, methods=["GET"], middleware=keyed),
         ]
 
     async def chat_completions(self, request: Request) -> Response:
@@ -64,7 +69,7 @@ class OpenAIAPI:
     ) -> Response:
         if requested is MISSING:
             raise InvalidRequest("'model' is required.")
-        model = self.chat.models.choose(requested)
+        model = self.chat.allowed_for(caller_of(request.scope), requested)
         completion = openai.Completion(request_id_of(request.scope), requested, chat=chat)
         if not generation.get("stream"):
             reply, headers = await self.chat.whole(model, generation, request)
@@ -80,20 +85,22 @@ class OpenAIAPI:
         requested, embedding, base64_encoded = openai.embedding_request(data, max_prompt_chars=self.max_prompt_chars)
         if requested is MISSING:
             raise InvalidRequest("'model' is required.")
-        model = self.chat.models.choose(requested)
-        reply, headers = await self.chat.runner.embed(model, embedding, request_id_of(request.scope))
+        caller = caller_of(request.scope)
+        model = self.chat.allowed_for(caller, requested)
+        reply, headers = await self.chat.runner.embed(model, embedding, request_id_of(request.scope), caller)
         body = openai.embedding_reply(requested, reply, base64_encoded=base64_encoded)
         return JSONResponse(body, headers={k: v for k, v in headers.items() if k.lower() == "x-queue-wait-ms"})
 
     async def models(self, request: Request) -> Response:
-        entries = await self.metadata.tags(request_id_of(request.scope))
+        entries = self.chat.visible(caller_of(request.scope), await self.metadata.tags(request_id_of(request.scope)))
         data = [openai.model_object(entry["name"], _created(entry)) for entry in entries]
         return JSONResponse({"object": "list", "data": data})
 
     async def model(self, request: Request) -> Response:
         wanted = request.path_params["model"]
         name = self.chat.models.allowed_name(wanted)
-        for entry in await self.metadata.tags(request_id_of(request.scope)) if name else []:
+        entries = self.chat.visible(caller_of(request.scope), await self.metadata.tags(request_id_of(request.scope)))
+        for entry in entries if name else []:
             if self.chat.models.allowed_name(entry["name"]) == name:
                 return JSONResponse(openai.model_object(wanted, _created(entry)))
         raise ModelNotFound(f"The model '{wanted}' does not exist here.")

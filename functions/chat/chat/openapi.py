@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from chat.openapi_dialects import PUBLIC_PATHS as DIALECT_PUBLIC_PATHS
 from chat.openapi_dialects import dialect_components, dialect_paths
 from chat.openapi_schemas import component_schemas
 from chat.settings import Settings
 
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", *DIALECT_PUBLIC_PATHS})
+
 ERROR_STATUSES = {
     "400": "The body is not JSON (`invalid_json`).",
+    "401": "No API key where one is needed, or one that is not valid (`unauthorized`); see `WWW-Authenticate`.",
+    "403": "The caller's API key does not allow this model (`model_forbidden`).",
     "404": "The model is not allowed here or Ollama does not have it (`model_not_found`).",
     "408": "The body did not arrive in time (`body_read_timeout`).",
     "413": "The body is larger than MAX_BODY_BYTES (`body_too_large`).",
@@ -49,7 +54,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"type": "object", "required": ["status"]}}},
         }
     }
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "serverless-ollama-chat",
@@ -94,6 +99,30 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 }
             },
             "/v1/jobs": {
+                "get": {
+                    "operationId": "listJobs",
+                    "summary": "The caller's jobs, newest first, a page at a time.",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                        },
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                            "description": "`next_after` of the previous page.",
+                        },
+                    ],
+                    "responses": {
+                        "200": _json("A page of the caller's jobs.", "JobList"),
+                        "401": chat_errors["401"],
+                        "422": _error("`limit` or `after` is not valid (`invalid_request`)."),
+                    },
+                },
                 "post": {
                     "operationId": "createJob",
                     "summary": "Queue a generation; poll it with GET /v1/jobs/{id}.",
@@ -119,7 +148,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         **{k: v for k, v in chat_errors.items() if k != "504"},
                         "422": _error("Not a valid request, or an Idempotency-Key reused with another body."),
                     },
-                }
+                },
             },
             "/v1/jobs/{id}": {
                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
@@ -128,7 +157,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "A job's status and (partial) response.",
                     "responses": {
                         "200": _json("The job.", "Job"),
-                        "404": _error("No such job, or it is past its 24 h lifetime (`job_not_found`)."),
+                        "401": chat_errors["401"],
+                        "404": _error("No such job of this caller, or it is past its 24 h lifetime (`job_not_found`)."),
                     },
                 },
                 "delete": {
@@ -136,7 +166,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "Cancel a queued or running job.",
                     "responses": {
                         "200": _json("Cancelled.", "Job"),
-                        "404": _error("No such job (`job_not_found`)."),
+                        "401": chat_errors["401"],
+                        "404": _error("No such job of this caller (`job_not_found`)."),
                         "409": _error("The job has already finished (`job_finished`)."),
                     },
                 },
@@ -153,5 +184,18 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
             **dialect_paths(),
         },
-        "components": {"schemas": {**component_schemas(settings), **dialect_components(settings)}},
+        "components": {
+            "schemas": {**component_schemas(settings), **dialect_components(settings)},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `python -m chat.keys`."},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
     }
+    # Every route but the probes and this document needs a caller (unless AUTH lets one go without).
+    for path, operations in document["paths"].items():
+        if path not in PUBLIC_PATHS:
+            for operation in operations.values():
+                if isinstance(operation, dict) and "responses" in operation:
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
+    return document

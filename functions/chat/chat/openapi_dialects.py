@@ -11,9 +11,13 @@ from chat.openapi_openai import openai_replies, openai_requests
 from chat.openapi_schemas import generation_properties, model_names
 from chat.settings import Settings
 
+# Ollama's probes answer anyone; so do the refusals of its management endpoints (403 either way).
+PUBLIC_PATHS = frozenset({"/", "/api/version", "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete",
+                          "/api/blobs/{digest}"})  # fmt: skip
 ERRORS = {
     "400": "A parameter this gateway does not offer (`unsupported_parameter`), or the body is not JSON.",
-    "403": "Model management is refused here (`management_refused`).",
+    "401": "No API key where one is needed, or one that is not valid (`unauthorized`); see `WWW-Authenticate`.",
+    "403": "The caller's API key does not allow this model (`model_forbidden`).",
     "404": "The model is not allowed here or Ollama does not have it (`model_not_found`).",
     "408": "The body did not arrive in time.",
     "413": "The body is larger than MAX_BODY_BYTES.",

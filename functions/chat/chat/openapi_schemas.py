@@ -15,7 +15,8 @@ ERROR_CODES = [
     "invalid_json", "invalid_request", "body_too_large", "prompt_too_long", "body_read_timeout",
     "model_not_found", "not_found", "method_not_allowed", "queue_full", "queue_timeout", "runner_busy",
     "not_ready", "upstream_error", "upstream_unavailable", "upstream_timeout", "deadline_exceeded", "internal_error",
-    "job_not_found", "job_finished", "idempotency_conflict", "unsupported_parameter", "management_refused",
+    "job_not_found", "job_finished", "idempotency_conflict", "unauthorized", "model_forbidden", "state_busy",
+    "state_error", "unsupported_parameter", "management_refused",
 ]  # fmt: skip
 JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 # TypedDicts of the contract that appear by name in the document.
@@ -126,6 +127,25 @@ def component_schemas(settings: Settings) -> dict[str, Any]:
             "oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
             "properties": {k: v for k, v in chat_request_properties(settings).items() if k != "stream"},
             "dependentSchemas": {"tools": {"required": ["messages"]}},
+        },
+        "JobList": {
+            "type": "object",
+            "required": ["jobs", "next_after"],
+            "properties": {
+                "jobs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "status", "created_at"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "status": {"type": "string"},
+                            "created_at": {"type": "string", "format": "date-time"},
+                        },
+                    },
+                },
+                "next_after": {"type": ["string", "null"]},
+            },
         },
         "JobCreated": {
             "type": "object",

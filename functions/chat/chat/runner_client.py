@@ -13,6 +13,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
+from servicekit.callers import Caller
 from servicekit.embedding import EmbeddingRequest
 from servicekit.generation import GenerationRequest
 from servicekit.upstream import Upstream, translate, translate_mid_stream
@@ -44,8 +45,17 @@ class RunnerClient:
         *,
         timeout: httpx.Timeout,
         transport: httpx.AsyncBaseTransport | None = None,
+        token: str = "",
     ) -> None:
         self._http = Upstream(base_url, timeout=timeout, transport=transport, max_connections=256)
+        # RUNNER_TOKEN: the runner believes the caller headers only with it (locally, compose).
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _headers(self, request_id: str, caller: Caller | None = None) -> dict[str, str]:
+        headers = {"X-Request-ID": request_id, **self._auth}
+        if caller is not None:
+            headers.update(caller.headers())
+        return headers
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -54,22 +64,28 @@ class RunnerClient:
     def _path(model: str, action: str = "run") -> str:
         return f"/v1/{action}/" + quote(model, safe=":/")
 
-    async def run(self, model: str, body: GenerationRequest, request_id: str) -> tuple[dict[str, Any], httpx.Headers]:
+    async def run(
+        self, model: str, body: GenerationRequest, request_id: str, caller: Caller
+    ) -> tuple[dict[str, Any], httpx.Headers]:
         """A whole generation: the runner's reply and headers, or the runner's error raised."""
-        return await self._whole(self._path(model), body, request_id)
+        return await self._whole(self._path(model), body, request_id, caller)
 
-    async def embed(self, model: str, body: EmbeddingRequest, request_id: str) -> tuple[dict[str, Any], httpx.Headers]:
+    async def embed(
+        self, model: str, body: EmbeddingRequest, request_id: str, caller: Caller
+    ) -> tuple[dict[str, Any], httpx.Headers]:
         """Embeddings, under the same slot as generations."""
-        return await self._whole(self._path(model, "embed"), body, request_id)
+        return await self._whole(self._path(model, "embed"), body, request_id, caller)
 
-    async def metadata(self, kind: str, body: dict[str, Any] | None, request_id: str) -> tuple[int, Any]:
+    async def metadata(
+        self, kind: str, body: dict[str, Any] | None, request_id: str, caller: Caller | None = None
+    ) -> tuple[int, Any]:
         """Ollama's own status and JSON for tags/show/ps/version, from the runner's short cache (never queued)."""
         try:
             request = self._http.request(
                 "POST" if body is not None else "GET",
                 f"/v1/ollama/{kind}",
                 json_body=body,
-                headers={"X-Request-ID": request_id},
+                headers=self._headers(request_id, caller),
                 timeout=httpx.Timeout(METADATA_TIMEOUT_S),
                 extensions={NO_BUSY_RETRY: True},
             )
@@ -84,9 +100,11 @@ class RunnerClient:
             raise _refusal(response, response.content)  # the runner's own failure, not Ollama's answer
         return response.status_code, data
 
-    async def _whole(self, path: str, body: Any, request_id: str) -> tuple[dict[str, Any], httpx.Headers]:
+    async def _whole(
+        self, path: str, body: Any, request_id: str, caller: Caller
+    ) -> tuple[dict[str, Any], httpx.Headers]:
         try:
-            request = self._http.request("POST", path, json_body=body, headers={"X-Request-ID": request_id})
+            request = self._http.request("POST", path, json_body=body, headers=self._headers(request_id, caller))
             response = await self._http.send(request)
         except httpx.HTTPError as exc:
             raise translate(exc, RUNNER) from exc
@@ -102,7 +120,7 @@ class RunnerClient:
 
     @asynccontextmanager
     async def stream(
-        self, model: str, body: GenerationRequest, request_id: str
+        self, model: str, body: GenerationRequest, request_id: str, caller: Caller
     ) -> AsyncIterator[tuple[AsyncIterator[str], httpx.Headers]]:
         """Open a streamed generation: NDJSON lines as the runner sends them, and its headers.
 
@@ -111,7 +129,7 @@ class RunnerClient:
         """
         try:
             request = self._http.request(
-                "POST", self._path(model), json_body=body, headers={"X-Request-ID": request_id}
+                "POST", self._path(model), json_body=body, headers=self._headers(request_id, caller)
             )
             async with self._http.stream(request) as response:
                 if response.status_code != 200:
@@ -129,11 +147,14 @@ class RunnerClient:
         except httpx.HTTPError as exc:
             raise translate_mid_stream(exc, RUNNER) from exc
 
-    async def start_job(self, job_id: str, request_id: str) -> None:
+    async def start_job(self, job_id: str, request_id: str, caller: Caller) -> None:
         """Ask the runner to run a stored job (on AWS: an asynchronous invoke, queued by Lambda)."""
         try:
             request = self._http.request(
-                "POST", f"/v1/jobs/{job_id}/run", headers={"X-Request-ID": request_id}, extensions={ASYNC_INVOKE: True}
+                "POST",
+                f"/v1/jobs/{job_id}/run",
+                headers=self._headers(request_id, caller),
+                extensions={ASYNC_INVOKE: True},
             )
             response = await self._http.send(request)
         except httpx.HTTPError as exc:
@@ -147,7 +168,7 @@ class RunnerClient:
             request = self._http.request(
                 "GET",
                 "/readyz",
-                headers={"X-Request-ID": request_id},
+                headers=self._headers(request_id),
                 timeout=httpx.Timeout(5.0),
                 extensions={NO_BUSY_RETRY: True},  # a probe must answer now, not retry a busy runner
             )

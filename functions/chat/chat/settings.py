@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import httpx
-from servicekit.config import ConfigError, env_float, env_int, env_list, env_str, env_url
+from servicekit.config import ConfigError, env_bool, env_choice, env_float, env_int, env_list, env_str, env_url
 from servicekit.state.factory import StateSettings
+
+from chat.auth import AUTH_MODES, DEFAULT_KEY_CACHE_TTL_S, AuthMode
 
 DEFAULT_RUNNER_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "tinyllama"
@@ -46,6 +49,10 @@ class Settings:
     state: StateSettings = field(default_factory=StateSettings)
     job_ttl_s: float = DEFAULT_JOB_TTL_S
     job_start_deadline_s: float = DEFAULT_JOB_START_DEADLINE_S
+    auth: AuthMode = "auto"  # AUTH unset: see chat.auth
+    trust_proxy_headers: bool = False
+    key_cache_ttl_s: float = DEFAULT_KEY_CACHE_TTL_S
+    runner_token: str = ""  # RUNNER_TOKEN: shared with the runner (local, compose); unused on AWS
 
     def __post_init__(self) -> None:
         if self.job_start_deadline_s > self.job_ttl_s:
@@ -87,4 +94,8 @@ class Settings:
             state=StateSettings.from_env(env),
             job_ttl_s=env_float(env, "JOB_TTL_S", DEFAULT_JOB_TTL_S, minimum=1),
             job_start_deadline_s=env_float(env, "JOB_START_DEADLINE_S", DEFAULT_JOB_START_DEADLINE_S, minimum=1),
+            auth=cast(AuthMode, env_choice(env, "AUTH", "auto", AUTH_MODES)),
+            trust_proxy_headers=env_bool(env, "TRUST_PROXY_HEADERS", False),
+            key_cache_ttl_s=env_float(env, "KEY_CACHE_TTL_S", DEFAULT_KEY_CACHE_TTL_S, minimum=0),
+            runner_token=env_str(env, "RUNNER_TOKEN", ""),
         )

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -40,6 +41,7 @@ from starlette.types import Scope
 
 from runner.budget import Budget
 from runner.errors import QueueFull
+from runner.guard import ChatOnly, startup_notice
 from runner.hostlock import FileHostLock, HostLock
 from runner.jobs import JobRunner
 from runner.metadata import PATHS, MetadataCache, MetadataKind
@@ -63,6 +65,7 @@ from runner.wire import (
 # Under Lambda, stop waiting for the slot (and a job's generation) this long before the
 # invocation would be killed.
 LAMBDA_DEADLINE_MARGIN_S = 1.0
+logger = logging.getLogger("runner")
 JOB_TOO_LONG = "the runner function's timeout (900 s on AWS) bounds a job; ask for fewer tokens (options.num_predict)"
 
 
@@ -253,18 +256,22 @@ def create_app(
     jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama)
     runner = Runner(settings, ollama, slot, jobs)
 
+    chat_only = [Middleware(ChatOnly, token=settings.runner_token)]
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if (notice := startup_notice(settings.runner_token)) is not None:
+            logger.warning(notice)
         yield
         await jobs.aclose()
         await ollama.aclose()
 
     app = Starlette(
         routes=[
-            Route("/v1/run/{model:path}", runner.run, methods=["POST"]),
-            Route("/v1/embed/{model:path}", runner.embed, methods=["POST"]),
-            Route("/v1/ollama/{kind}", runner.metadata, methods=["GET", "POST"]),
-            Route("/v1/jobs/{job_id}/run", runner.run_job, methods=["POST"]),
+            Route("/v1/run/{model:path}", runner.run, methods=["POST"], middleware=chat_only),
+            Route("/v1/embed/{model:path}", runner.embed, methods=["POST"], middleware=chat_only),
+            Route("/v1/ollama/{kind}", runner.metadata, methods=["GET", "POST"], middleware=chat_only),
+            Route("/v1/jobs/{job_id}/run", runner.run_job, methods=["POST"], middleware=chat_only),
             Route("/healthz", runner.healthz, methods=["GET"]),
             Route("/readyz", runner.readyz, methods=["GET"]),
         ],

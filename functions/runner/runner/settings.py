@@ -88,6 +88,7 @@ class Settings:
     job_lease_s: float = DEFAULT_JOB_LEASE_S
     # The model /readyz requires Ollama to have (chat's DEFAULT_MODEL); empty: Ollama answering is enough.
     ready_model: str = ""
+    runner_token: str = ""  # RUNNER_TOKEN: only chat knows it; unset = loopback callers only
 
     def __post_init__(self) -> None:
         if not self.lock_path:
@@ -131,4 +132,5 @@ class Settings:
             ),
             job_lease_s=env_float(env, "JOB_LEASE_S", DEFAULT_JOB_LEASE_S, minimum=0.1),
             ready_model=env_str(env, "DEFAULT_MODEL", ""),
+            runner_token=env_str(env, "RUNNER_TOKEN", ""),
         )

@@ -4,6 +4,8 @@
 
     ServiceError                      500 internal_error
     ├── ClientError                   4xx: the request is wrong; retrying it unchanged will fail again
+    │   ├── Unauthorized              401 unauthorized + WWW-Authenticate: Bearer
+    │   ├── ModelForbidden            403 model_forbidden: the caller's key does not allow this model
     │   ├── InvalidJSON               400 invalid_json
     │   ├── InvalidRequest            422 invalid_request
     │   ├── BodyTooLarge              413 body_too_large
@@ -84,6 +86,21 @@ class ServiceError(Exception):
 class ClientError(ServiceError):
     status = 400
     code = "bad_request"
+
+
+class Unauthorized(ClientError):
+    """No usable credential. The message never says whether a presented key exists."""
+
+    status = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class ModelForbidden(ClientError):
+    status = 403
+    code = "model_forbidden"
 
 
 class InvalidJSON(ClientError):
