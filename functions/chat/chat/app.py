@@ -7,6 +7,7 @@ The routing table says which routes need a caller (``Authenticate``); the others
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -18,6 +19,10 @@ from servicekit.disconnect import CancelOnDisconnect
 from servicekit.errors import InvalidRequest, ModelForbidden, ModelNotFound, exception_handlers
 from servicekit.generation import parse_generation_request
 from servicekit.jobs.store import JobStore
+from servicekit.observe.metrics import PrometheusMetrics
+from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics
+from servicekit.observe.record import record_of
+from servicekit.observe.settings import ObserveSettings
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.state.factory import key_store as build_key_store
@@ -33,6 +38,7 @@ from chat.auth import Authenticate, Authenticator
 from chat.deadline import DeadlineMiddleware
 from chat.jobs_api import JobsEndpoints
 from chat.lambda_transport import LambdaInvokeTransport, boto3_lambda_client
+from chat.metrics_api import MetricsEndpoint
 from chat.openapi import openapi_document
 from chat.readiness import Readiness, RunnerReadiness, aws_readiness
 from chat.runner_client import RunnerClient
@@ -85,8 +91,13 @@ class Chat:
         caller = caller_of(request.scope)
         model = self.model(data, caller)
         request_id = request_id_of(request.scope)
+        record = record_of(request.scope)
+        record.model, record.stream = model, generation.get("stream", False)
+        record.prompt = generation.get("prompt")
         if not generation.get("stream", False):
             reply, headers = await self.runner.run(model, generation, request_id, caller)
+            record.note_reply(model, reply)
+            record.answer = reply.get("response") if isinstance(reply.get("response"), str) else None
             return JSONResponse(reply, headers=_queue_wait(headers))
 
         fmt = stream_format(request.headers.get("accept", ""))
@@ -96,7 +107,7 @@ class Chat:
             lines, headers = await stack.enter_async_context(self.runner.stream(model, generation, request_id, caller))
             cleanup = stack.pop_all()
         return ChunkStream(
-            relay(lines, fmt, request_id),
+            relay(lines, fmt, request_id, record),
             cleanup=cleanup,
             media_type=MEDIA_TYPES[fmt],
             headers={**STREAM_HEADERS, **_queue_wait(headers)},
@@ -134,7 +145,11 @@ def create_app(
     job_store: JobStore | None = None,
     key_store: KeyStore | None = None,
     readiness: Readiness | None = None,
+    observe: ObserveSettings | None = None,
+    metrics: PrometheusMetrics | None = None,
 ) -> Starlette:
+    observe = observe or ObserveSettings()
+    metrics = metrics or prometheus_metrics(observe)
     transport = runner_transport or runner_transport_for(settings)
     runner = RunnerClient(
         settings.runner_url, timeout=settings.runner_timeout, transport=transport, token=settings.runner_token
@@ -148,6 +163,12 @@ def create_app(
         cache_ttl_s=settings.key_cache_ttl_s,
     )
     caller_needed = [Middleware(Authenticate, auth=auth)]
+    operator_routes = []
+    if metrics is not None:
+        scrape = MetricsEndpoint(
+            metrics, keys=settings.metrics_keys, multiprocess_dir=observe.multiprocess_dir, state=settings.state
+        )
+        operator_routes.append(Route("/metrics", scrape.metrics_text, methods=["GET"], middleware=caller_needed))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -163,8 +184,10 @@ def create_app(
             Route("/openapi.json", chat.openapi_json, methods=["GET"]),
             Route("/v1/jobs", jobs.jobs, methods=["GET", "POST"], middleware=caller_needed),
             Route("/v1/jobs/{job_id}", jobs.job, methods=["GET", "DELETE"], middleware=caller_needed),
+            *operator_routes,
         ],
         middleware=[
+            Middleware(ObserveRequests, service="chat", observers=observers_for("chat", observe, metrics)),
             Middleware(RequestIdMiddleware),
             Middleware(DeadlineMiddleware, deadline_s=settings.chat_deadline_s),
             Middleware(CancelOnDisconnect),
@@ -177,4 +200,4 @@ def create_app(
     return app
 
 
-app = create_app(Settings.from_env())
+app = create_app(Settings.from_env(), observe=ObserveSettings.from_env(os.environ))

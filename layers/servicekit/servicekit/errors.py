@@ -6,6 +6,7 @@
     ├── ClientError                   4xx: the request is wrong; retrying it unchanged will fail again
     │   ├── Unauthorized              401 unauthorized + WWW-Authenticate: Bearer
     │   ├── ModelForbidden            403 model_forbidden: the caller's key does not allow this model
+    │   ├── Forbidden                 403 forbidden: the caller may not use this route (/metrics)
     │   ├── InvalidJSON               400 invalid_json
     │   ├── InvalidRequest            422 invalid_request
     │   ├── BodyTooLarge              413 body_too_large
@@ -41,6 +42,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from servicekit.observe.record import note_error_code
 from servicekit.requestid import request_id_of
 
 logger = logging.getLogger("servicekit.errors")
@@ -96,6 +98,13 @@ class Unauthorized(ClientError):
 class ModelForbidden(ClientError):
     status = 403
     code = "model_forbidden"
+
+
+class Forbidden(ClientError):
+    """A valid caller that may not use this route (``/metrics`` without a METRICS_KEYS key)."""
+
+    status = 403
+    code = "forbidden"
 
 
 class InvalidJSON(ClientError):
@@ -222,6 +231,7 @@ def error_response(error: ServiceError, request_id: str) -> JSONResponse:
 
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
+    note_error_code(request.scope, exc.code)
     return error_response(exc, request_id_of(request.scope))
 
 
@@ -231,6 +241,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     error: ServiceError
     if exc.status_code == 405:
         error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
+        note_error_code(request.scope, error.code)
         response = error_response(error, request_id_of(request.scope))
         response.headers.update(exc.headers or {})
         return response
@@ -238,12 +249,14 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         error = RouteNotFound(f"There is no route {request.url.path}.")
     else:
         error = ClientError(str(exc.detail))
+    note_error_code(request.scope, error.code)
     return error_response(error, request_id_of(request.scope))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log, never to the client.
     logger.error("unhandled error", exc_info=exc)
+    note_error_code(request.scope, ServiceError.code)
     return error_response(ServiceError("An internal error occurred."), request_id_of(request.scope))
 
 
