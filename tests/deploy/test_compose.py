@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,18 +134,25 @@ FAKE_OLLAMA = """#!/bin/sh
 echo "$*" >> "$FAKE_LOG"
 case "$1" in
   serve)
+    echo $$ > "$FAKE_DIR/serve.pid"
     sleep 0.3; touch "$FAKE_DIR/up"
     trap 'echo stopped >> "$FAKE_LOG"; exit 0' TERM
     while :; do sleep 0.1; done ;;
   list) [ -f "$FAKE_DIR/up" ] ;;
   show) [ -f "$FAKE_DIR/up" ] && grep -qx "$2" "$FAKE_DIR/models" 2>/dev/null ;;
-  pull) echo "$2" >> "$FAKE_DIR/models" ;;
+  pull)
+    case "$2" in
+      slow) echo $$ > "$FAKE_DIR/pull.pid"; exec sleep 60 ;;  # a first pull of gigabytes
+      typo) echo "Error: pull model manifest: file does not exist" >&2; exit 1 ;;
+    esac
+    echo "$2" >> "$FAKE_DIR/models" ;;
   *) exit 2 ;;
 esac
 """
 
 
-def run_entrypoint(tmp_path: Path, present: list[str], model: str = "tinyllama") -> list[str]:
+def start_entrypoint(tmp_path: Path, present: list[str], model: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """The entrypoint under `sh`, with the fake `ollama` first on PATH; (process, its call log)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "ollama"
@@ -155,6 +163,27 @@ def run_entrypoint(tmp_path: Path, present: list[str], model: str = "tinyllama")
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log),
            "FAKE_DIR": str(tmp_path), "OLLAMA_MODEL": model}  # fmt: skip
     process = subprocess.Popen(["sh", str(ENTRYPOINT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return process, log
+
+
+def alive(pid_file: Path) -> bool:
+    """Whether the process whose pid the fake wrote still runs (a zombie has exited)."""
+    stat = Path(f"/proc/{pid_file.read_text().strip()}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not become true in time"
+        time.sleep(0.02)
+
+
+def run_entrypoint(tmp_path: Path, present: list[str], model: str = "tinyllama") -> list[str]:
+    process, log = start_entrypoint(tmp_path, present, model)
     deadline = time.monotonic() + 15
     try:
         while time.monotonic() < deadline:
@@ -194,3 +223,39 @@ def test_entrypoint_skips_the_pull_when_the_model_is_present(tmp_path: Path) -> 
     assert calls.index("serve") < calls.index("show llama3.2")
     assert calls[calls.index("show llama3.2") - 1] == "list"
     assert not any(c.startswith("pull") for c in calls)
+
+
+def test_a_stop_signal_during_the_first_pull_stops_everything_at_once(tmp_path: Path) -> None:
+    process, _ = start_entrypoint(tmp_path, present=[], model="slow")
+    try:
+        eventually(lambda: (tmp_path / "pull.pid").exists())
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        # Docker kills at stop_grace_period; before, the script waited for the whole pull (29 s seen).
+        assert time.monotonic() - signalled < 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    assert not alive(tmp_path / "pull.pid")
+    assert not alive(tmp_path / "serve.pid")
+
+
+def test_a_failed_pull_stops_the_server_and_says_which_model(tmp_path: Path) -> None:
+    process, log = start_entrypoint(tmp_path, present=[], model="typo")
+    try:
+        assert process.wait(timeout=15) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.stdout is not None
+    output = process.stdout.read().decode()
+    process.stdout.close()
+    assert "could not pull the model 'typo'" in output
+    assert "OLLAMA_MODEL" in output
+    assert not alive(tmp_path / "serve.pid")  # no orphaned `ollama serve`
+    assert log.read_text().splitlines()[-1] == "stopped"
