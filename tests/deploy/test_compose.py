@@ -39,11 +39,12 @@ def test_compose_file_follows_the_compose_specification(compose: dict[str, Any])
 
 def test_services_start_in_health_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"ollama", "runner", "chat"}
+    assert set(services) == {"ollama", "runner", "chat", "caddy"}
     assert services["runner"]["depends_on"] == {"ollama": {"condition": "service_healthy"}}
     assert services["chat"]["depends_on"] == {"runner": {"condition": "service_healthy"}}
-    for name, service in services.items():
-        assert service["healthcheck"]["test"], name
+    assert services["caddy"]["depends_on"] == {"chat": {"condition": "service_healthy"}}
+    for name in ("ollama", "runner", "chat"):
+        assert services[name]["healthcheck"]["test"], name
 
 
 def test_ollama_is_the_real_image_with_its_models_in_a_volume(compose: dict[str, Any]) -> None:
@@ -59,11 +60,19 @@ def test_ollama_is_the_real_image_with_its_models_in_a_volume(compose: dict[str,
     assert "$${OLLAMA_MODEL}" in ollama["healthcheck"]["test"][1]
 
 
-def test_only_chat_is_published(compose: dict[str, Any]) -> None:
+def test_only_caddy_is_published_and_on_loopback_by_default(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert "ports" not in services["ollama"]
-    assert "ports" not in services["runner"]
-    assert services["chat"]["ports"] == ["${CHAT_PORT:-8000}:8000"]
+    assert [name for name, service in services.items() if "ports" in service] == ["caddy"]
+    assert services["caddy"]["ports"] == [
+        "${FRONT_BIND:-127.0.0.1}:${HTTP_PORT:-8000}:80",
+        "${FRONT_BIND:-127.0.0.1}:${HTTPS_PORT:-8443}:443",
+    ]
+    assert services["chat"]["expose"] == ["8000"]
+    caddy = services["caddy"]
+    assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
+    assert caddy["environment"] == {"SITE_ADDRESS": "${DOMAIN:-:80}", "UPSTREAM": "chat:8000"}
+    assert "caddy-data:/data" in caddy["volumes"]  # certificates survive a recreate
+    assert services["chat"]["environment"]["TRUST_PROXY_HEADERS"] == "1"
     assert services["runner"]["environment"]["OLLAMA_HOST"] == "http://ollama:11434"
     assert services["chat"]["environment"]["RUNNER_URL"] == "http://runner:8080"
     assert "/readyz" in services["runner"]["healthcheck"]["test"][-1]
@@ -90,6 +99,45 @@ def test_chat_requires_keys_and_the_runner_chats_token(compose: dict[str, Any]) 
     token = tokens.pop()
     # One secret from .env for both, and no default: compose refuses to start without it.
     assert token.startswith("${RUNNER_TOKEN:?")
+
+
+def test_images_are_pinned(compose: dict[str, Any]) -> None:
+    images = {name: service["image"] for name, service in compose["services"].items() if "image" in service}
+    assert set(images) == {"ollama", "caddy"}
+    for name, image in images.items():
+        tag = image.rstrip("}").rsplit(":", 1)[1].lstrip("-")  # also in ${VAR:-default}
+        assert tag[0].isdigit(), f"{name}: {image} is not pinned to a version"
+    for function in ("chat", "runner"):
+        base = (REPO / f"functions/{function}/Dockerfile").read_text().split("FROM ", 1)[1].split()[0]
+        assert base.count(".") == 2, f"{function}: {base} is not pinned to a patch version"
+
+
+def test_streams_may_finish_when_the_stack_stops(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("runner", "chat", "caddy"):
+        assert services[name]["stop_grace_period"] == "120s", name
+    for function in ("chat", "runner"):  # uvicorn gives up before Docker kills it
+        assert "--timeout-graceful-shutdown 100" in (REPO / f"functions/{function}/Dockerfile").read_text()
+    assert "grace_period 100s" in (REPO / "deploy" / "Caddyfile").read_text()
+
+
+def test_metrics_files_are_per_service_under_chats_directory(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    chat_dir = services["chat"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    runner_dir = services["runner"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert runner_dir.startswith(chat_dir + "/")  # chat's /metrics reads its directory and below
+    assert chat_dir.startswith("/data/state/")  # on the volume both mount
+
+
+def test_the_gpu_override_reserves_nvidia_devices_for_ollama() -> None:
+    override = yaml.safe_load((REPO / "deploy" / "compose.gpu.yml").read_text())
+    assert set(override["services"]) == {"ollama"}
+    (device,) = override["services"]["ollama"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia"
+    assert device["capabilities"] == ["gpu"]
+    if COMPOSE_SPEC.is_file():
+        schema = json.loads(COMPOSE_SPEC.read_text())
+        assert list(jsonschema.Draft7Validator(schema).iter_errors(override)) == []
 
 
 def test_runner_workers_share_one_lock(compose: dict[str, Any]) -> None:
