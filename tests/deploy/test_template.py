@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -238,3 +239,22 @@ def test_runner_and_failure_handler_get_only_the_table_actions_they_need(cfn: di
     assert all("lambda:InvokeFunction" in json.dumps(s["Action"]) for s in others)
     assert all("JobFailureFunction" in json.dumps(s["Resource"]) for s in others)
     assert _statements(cfn, "JobFailureFunctionRole") == [needed]
+
+
+def test_sam_builds_every_function_and_the_layer_with_compiled_bytecode() -> None:
+    """BuildMethod makefile: each CodeUri/ContentUri has a Makefile with the build-<LogicalId> target."""
+    from tests.servers import REPO
+
+    resources = load_template()["Resources"]
+    built = {name: r for name, r in resources.items() if r["Type"].startswith("AWS::Serverless::") and "Metadata" in r}
+    assert set(built) == {"ServiceKitLayer", "ChatFunction", "RunnerFunction", "JobFailureFunction"}
+    for name, resource in built.items():
+        assert resource["Metadata"]["BuildMethod"] == "makefile"
+        properties = resource["Properties"]
+        makefile = (REPO / (properties.get("CodeUri") or properties["ContentUri"]) / "Makefile").read_text()
+        assert re.search(rf"^[^#\n]*\bbuild-{name}\b[^\n]*:", makefile, re.MULTILINE), f"no build-{name} target"
+        assert "$(call compile," in makefile
+    rules = (REPO / "deploy" / "lambda-build.mk").read_text()
+    assert "--invalidation-mode unchecked-hash" in rules  # used whatever mtimes the zip gives
+    assert "manylinux2014_aarch64" in rules  # the functions' architecture
+    assert "sys.version_info[:2] == (3, 12)" in rules  # bytecode for Lambda's Python only
