@@ -9,7 +9,6 @@ the metrics). An observer that fails is logged and never breaks the request.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -20,6 +19,7 @@ from servicekit.callers import caller_or_none
 from servicekit.observe.record import RequestRecord, start_record
 from servicekit.observe.settings import ObserveSettings
 from servicekit.requestid import request_id_of
+from servicekit.state.statedir import private_dir
 
 if TYPE_CHECKING:
     from servicekit.observe.metrics import PrometheusMetrics
@@ -107,7 +107,7 @@ def prometheus_metrics(settings: ObserveSettings) -> PrometheusMetrics | None:
     if settings.metrics != "prometheus":
         return None
     if settings.multiprocess_dir:
-        os.makedirs(settings.multiprocess_dir, mode=0o700, exist_ok=True)
+        private_dir(settings.multiprocess_dir)  # 0700, parents too; refused if shared or a link
     from servicekit.observe.metrics import PrometheusMetrics
 
     return PrometheusMetrics()
