@@ -1,14 +1,16 @@
-"""Counts an operator's view needs from the state database: jobs by status, keys known.
+"""What operators read from the state database: counts for /metrics, the board for ``chat.top``.
 
-Read-only, one short read transaction. When the fair queue lands, waiting tickets by class
-are one more ``GROUP BY`` here.
+Read-only, one short read transaction each. When the fair queue lands, waiting tickets by
+class are one more ``GROUP BY`` here, and the board lists tickets instead of jobs.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from typing import TypedDict
+from typing import TypedDict, cast
 
+from servicekit.jobs.model import Job
 from servicekit.state.sqlite import StateDatabase
 
 
@@ -26,5 +28,28 @@ async def state_counts(database: StateDatabase, *, now: float) -> StateCounts:
         revoked = int(db.execute("SELECT COUNT(*) FROM keys WHERE revoked_at IS NOT NULL").fetchone()[0])
         total = int(db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
         return {"jobs": jobs, "keys_active": total - revoked, "keys_revoked": revoked}
+
+    return await database.read(read)
+
+
+class JobBoard(TypedDict):
+    """What an operator's live view shows: jobs running, waiting (oldest first), and just finished."""
+
+    running: list[Job]
+    queued: list[Job]
+    recent: list[Job]
+
+
+async def job_board(database: StateDatabase, *, now: float, recent: int = 10) -> JobBoard:
+    def read(db: sqlite3.Connection) -> JobBoard:
+        def jobs(sql: str, *args: object) -> list[Job]:
+            return [cast(Job, json.loads(row[0])) for row in db.execute(sql, (now, *args))]
+
+        live = "SELECT document FROM jobs WHERE expires_at > ? AND status = ? ORDER BY created_at, id"
+        finished = (
+            "SELECT document FROM jobs WHERE expires_at > ? AND status NOT IN ('queued', 'running') "
+            "ORDER BY json_extract(document, '$.finished_at') DESC LIMIT ?"
+        )
+        return {"running": jobs(live, "running"), "queued": jobs(live, "queued"), "recent": jobs(finished, recent)}
 
     return await database.read(read)
