@@ -8,10 +8,12 @@ everything on Ctrl-C or SIGTERM, and stops the rest when one of them dies.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -27,6 +29,7 @@ import httpx
 from chat.settings import DEFAULT_MODEL as CHAT_DEFAULT_MODEL
 from runner.settings import parse_ollama_host
 from servicekit.config import ConfigError, env_int, env_str
+from servicekit.state.factory import StateSettings, key_store
 from servicekit.state.statedir import open_private, private_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -259,8 +262,14 @@ def main(argv: list[str] | None = None) -> int:
         chat_url = start_stack(plan, dict(os.environ), children)
         say("ready:")
         say(f"  chat    {chat_url}  (POST /chat, GET /readyz, GET /openapi.json)")
+        keys_exist = asyncio.run(key_store(StateSettings(directory=plan.state_dir)).any_active())
         curl = f"curl -s {chat_url}/chat -H 'Content-Type: application/json'"
+        if keys_exist:  # chat needs one now (see README, Keys and callers)
+            curl += ' -H "Authorization: Bearer $KEY"'
         say(f'  {curl} -d \'{{"prompt": "Why is the sky blue?"}}\'')
+        add = f"STATE_DIR={shlex.quote(plan.state_dir)} {shlex.quote(sys.executable)} -m chat.keys add NAME"
+        say(f"  API keys exist: put yours in KEY; another with: {add}" if keys_exist else
+            f"  no API key needed until one exists; make one (and require them) with: {add}")  # fmt: skip
         say("Ctrl-C stops everything.")
         return supervise(children, stop)
     except (StartupError, ConfigError) as exc:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -28,6 +30,7 @@ from servicekit.observe.middleware import ObserveRequests, observers_for, promet
 from servicekit.observe.record import record_of
 from servicekit.observe.settings import ObserveSettings
 from servicekit.requestid import RequestIdMiddleware, request_id_of
+from servicekit.state.factory import StateSettings
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.state.factory import key_store as build_key_store
 from servicekit.state.keys import KeyStore
@@ -173,6 +176,13 @@ def readiness_for(settings: Settings, runner: RunnerClient) -> Readiness:
     return aws_readiness(settings.runner_function, settings.state.table, settings.runner_connect_timeout_s)
 
 
+def key_add_command(state: StateSettings) -> str:
+    """The command that adds a key where this chat reads keys (this interpreter, this store)."""
+    where = f"--table {state.table}" if state.table else ""
+    prefix = "" if state.table else f"STATE_DIR={shlex.quote(state.directory)} "
+    return f"{prefix}{shlex.quote(sys.executable)} -m chat.keys {where + ' ' if where else ''}add NAME"
+
+
 def create_app(
     settings: Settings,
     *,
@@ -210,7 +220,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        logger.warning(await auth.startup_notice())
+        logger.warning(await auth.startup_notice(key_add_command(settings.state)))
         yield
         await runner.aclose()
 
