@@ -42,7 +42,8 @@ from runner.hostlock import FileHostLock, HostLock
 from runner.jobs import JobRunner
 from runner.ollama import OllamaClient
 from runner.settings import Settings
-from runner.slot import GenerationSlot
+from runner.settle import HOLDER_SUFFIX, HolderMark, Settle
+from runner.slot import GenerationSlot, Ticket
 from runner.wire import OllamaChunk, RunReply, chunk_text, done_of, ollama_request, timings_of, usage_of
 
 # Under Lambda, stop waiting for the slot (and a job's generation) this long before the
@@ -83,12 +84,13 @@ class Runner:
         )
         generation = parse_generation_request(data, max_prompt_chars=self.settings.max_prompt_chars)
         stream = generation.get("stream", False)
-        prepared = self.ollama.prepare(*ollama_request(model, generation, stream=stream))
+        prepared = self.ollama.prepare(*ollama_request(model, generation))
         budget = Budget.of(request)
         timeout_s = budget.cap(queue_timeout_s(self.settings, request.scope))
         if not stream:
             async with self.slot.hold(timeout_s) as ticket:
                 final = await budget.run(self.ollama.generate(prepared))
+                ticket.ended_cleanly = True
             # Let the next waiter (granted the slot just now) send its request to Ollama before
             # this reply is encoded and written: the handoff gap is Ollama's idle time.
             await asyncio.sleep(0)
@@ -108,7 +110,7 @@ class Runner:
             ticket = await stack.enter_async_context(self.slot.hold(timeout_s))
             chunks = await budget.run(stack.enter_async_context(self.ollama.stream(prepared)))
             cleanup = stack.pop_all()
-        lines = self._stream_lines(chunks, budget, ticket.queue_ms, request_id_of(request.scope))
+        lines = self._stream_lines(chunks, budget, ticket, request_id_of(request.scope))
         return ChunkStream(
             lines,
             cleanup=cleanup,
@@ -118,7 +120,7 @@ class Runner:
 
     @staticmethod
     async def _stream_lines(
-        chunks: AsyncIterator[OllamaChunk], budget: Budget, queue_ms: float, request_id: str
+        chunks: AsyncIterator[OllamaChunk], budget: Budget, ticket: Ticket, request_id: str
     ) -> AsyncGenerator[bytes, None]:
         try:
             while True:
@@ -128,7 +130,8 @@ class Runner:
                 except StopAsyncIteration:
                     break
                 if chunk.get("done"):
-                    yield json_line(done_of(chunk, queue_ms))
+                    ticket.ended_cleanly = True
+                    yield json_line(done_of(chunk, ticket.queue_ms))
                     return
                 text = chunk_text(chunk)
                 if text:
@@ -195,9 +198,13 @@ def create_app(
     host_lock: HostLock | None = None,
     job_store: JobStore | None = None,
 ) -> Starlette:
-    ollama = OllamaClient(settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport)
+    settle = Settle(max_s=settings.settle_max_s, mark=HolderMark(settings.lock_path + HOLDER_SUFFIX))
+    ollama = OllamaClient(
+        settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport, pace=settle.pace
+    )
     slot = GenerationSlot(
         host_lock or FileHostLock(settings.lock_path),
+        settle=settle,
         max_queue=settings.max_queue,
         poll_interval_s=settings.lock_poll_interval_s,
         generation_estimate_s=settings.generation_estimate_s,

@@ -93,7 +93,7 @@ class JobRunner:
 
     async def _generate(self, job: Job, ticket: Ticket, budget: Budget) -> str:
         job_id = job["id"]
-        prepared = self.ollama.prepare(*ollama_request(job["model"], job["request"], stream=True))  # type: ignore[arg-type]
+        prepared = self.ollama.prepare(*ollama_request(job["model"], job["request"]))  # type: ignore[arg-type]
         pieces: list[str] = []
         cancelled = False
 
@@ -136,6 +136,7 @@ class JobRunner:
                 return "cancelled"
             if final is None:
                 raise UpstreamError("Ollama ended the stream before the generation was done.")
+            ticket.ended_cleanly = True
         except ServiceError as exc:
             fields = {"response": "".join(pieces), "error": _error(exc, job_id)}
             await self.store.finish(job_id, "failed", now=time.time(), fields=fields)

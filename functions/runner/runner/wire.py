@@ -67,9 +67,12 @@ class StreamDone(TypedDict):
     timings: Timings
 
 
-def ollama_request(model: str, request: GenerationRequest, *, stream: bool) -> tuple[OllamaEndpoint, OllamaRequest]:
-    """Choose the endpoint and build its body: ``prompt`` → /api/generate, ``messages`` → /api/chat."""
-    body: OllamaRequest = {"model": model, "stream": stream}
+def ollama_request(model: str, request: GenerationRequest) -> tuple[OllamaEndpoint, OllamaRequest]:
+    """Choose the endpoint and build its body: ``prompt`` → /api/generate, ``messages`` → /api/chat.
+
+    Always streamed, whatever the client asked: see :meth:`runner.ollama.OllamaClient.generate`.
+    """
+    body: OllamaRequest = {"model": model, "stream": True}
     if "options" in request:
         body["options"] = request["options"]
     if "keep_alive" in request:
@@ -91,6 +94,13 @@ def chunk_text(chunk: OllamaChunk) -> str:
         return chunk["response"]
     content = chunk.get("message", {}).get("content", "")
     return content if isinstance(content, str) else ""
+
+
+def with_text(final: OllamaChunk, text: str) -> OllamaChunk:
+    """A stream's final chunk carrying the whole text, as a non-streamed answer would."""
+    if "message" in final:
+        return {**final, "message": {**final["message"], "content": text}}
+    return {**final, "response": text}
 
 
 def _ms(ns: int | None) -> float:
