@@ -23,6 +23,7 @@ from servicekit.state.factory import job_store as build_job_store
 from servicekit.state.factory import key_store as build_key_store
 from servicekit.state.keys import KeyStore
 from servicekit.streaming import STREAM_HEADERS, ChunkStream
+from servicekit.timebudget import DeadlineMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -30,7 +31,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chat.auth import Authenticate, Authenticator
-from chat.deadline import DeadlineMiddleware
 from chat.jobs_api import JobsEndpoints
 from chat.lambda_transport import LambdaInvokeTransport, boto3_lambda_client
 from chat.openapi import openapi_document

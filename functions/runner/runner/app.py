@@ -28,6 +28,7 @@ from servicekit.jobs.store import JobStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
+from servicekit.timebudget import lambda_time_left_s
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -46,20 +47,8 @@ from runner.settle import HOLDER_SUFFIX, HolderMark, Settle
 from runner.slot import GenerationSlot, Ticket
 from runner.wire import OllamaChunk, RunReply, chunk_text, done_of, ollama_request, timings_of, usage_of
 
-# Under Lambda, stop waiting for the slot (and a job's generation) this long before the
-# invocation would be killed.
-LAMBDA_DEADLINE_MARGIN_S = 1.0
 logger = logging.getLogger("runner")
 JOB_TOO_LONG = "the runner function's timeout (900 s on AWS) bounds a job; ask for fewer tokens (options.num_predict)"
-
-
-def lambda_time_left_s(scope: Scope) -> float | None:
-    """Under Lambda, the time this invocation may still use (its remaining time less a margin)."""
-    context = scope.get("aws.context")
-    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining_ms is None:
-        return None
-    return max(0.0, float(remaining_ms()) / 1000 - LAMBDA_DEADLINE_MARGIN_S)
 
 
 def queue_timeout_s(settings: Settings, scope: Scope) -> float:
