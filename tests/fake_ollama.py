@@ -86,7 +86,14 @@ class FakeOllama:
         """What the recorder saw, for benchmarks that run this fake in another process."""
         rec = self.recorder
         return JSONResponse(
-            {"peak": rec.peak, "completed": rec.completed, "abandoned": rec.abandoned, "gaps_ms": rec.gaps_ms()}
+            {
+                "peak": rec.peak,
+                "active": rec.active,
+                "started": len(rec.prompts),
+                "completed": rec.completed,
+                "abandoned": rec.abandoned,
+                "gaps_ms": rec.gaps_ms(),
+            }
         )
 
     async def reset(self, request: Request) -> Response:
