@@ -56,7 +56,7 @@ async def test_dropped_non_streamed_requests_never_overlap_at_ollama(tmp_path: P
                 asking = {f"drop{i}": ask(i) for i in range(2)}
                 for served in range(DROPS):
                     await until(functools.partial(prompts_beyond, fake, served))
-                    await asyncio.sleep(rng.uniform(0, 0.03))  # anywhere within a token or two
+                    await asyncio.sleep(rng.uniform(0.045, 0.085))  # 2-4 tokens in, anywhere between two
                     dropped = asking.pop(fake.recorder.prompts[served])
                     dropped.cancel()  # the client hangs up: httpx closes its connection
                     await asyncio.gather(dropped, return_exceptions=True)
