@@ -13,6 +13,18 @@ $(STAMP): pyproject.toml
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m local setup
 	touch $(STAMP)
 
+# System packages the suite needs: Debian's caddy (tests/deploy/test_caddy.py runs the real
+# deploy/Caddyfile). Installed once with apt-get; without apt this stops here and says why.
+SYSTEM_STAMP := $(VENV)/.system-packages
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(SYSTEM_STAMP): $(STAMP)
+	@command -v caddy >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make: the tests need caddy (Debian: apt-get install -y caddy); apt-get is not available here, install caddy yourself" >&2; exit 1; }; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y caddy || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y caddy; }; \
+	}
+	@command -v caddy >/dev/null || { echo "make: caddy is still missing after apt-get" >&2; exit 1; }
+	touch $(SYSTEM_STAMP)
+
 up: $(STAMP)
 	$(BIN)/python -m local up
 
@@ -23,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -16,8 +16,10 @@ from typing import Any
 import httpx
 
 from bench.auth import auth_check_us
+from bench.dialects import Overhead, litellm_overhead, medians, openai_overhead
 from bench.extra import first_response_ms, import_ms, overload, peak_rss_mb, python_processes, slot_handoff_ms
 from bench.measure import Latency, burst, first_byte_ms, median, sequential_ms
+from bench.observe import observe_cost_multiprocess_us, observe_cost_us
 from bench.settle import settle_after_drops
 from bench.stack import stack
 from bench.state_store import job_round_trip_ms
@@ -44,10 +46,13 @@ async def added_latency(rounds: int, count: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp)) as s:
         direct_body = {"model": "tinyllama", "prompt": "hi", "stream": False}
         per_round: list[tuple[Latency, Latency, Latency, Latency, Latency]] = []
+        openai_rounds: list[Overhead] = []
         async with httpx.AsyncClient(timeout=30, headers=s.headers) as client:
             await sequential_ms(client, f"{s.chat_url}/chat", PROMPT, 100)  # warm up every hop
             await sequential_ms(client, f"{s.ollama_url}/api/generate", direct_body, 100)
+            await openai_overhead(client, s.ollama_url, s.chat_url, 50)
             for _ in range(rounds):
+                openai_rounds.append(await openai_overhead(client, s.ollama_url, s.chat_url, count))
                 direct = await sequential_ms(client, f"{s.ollama_url}/api/generate", direct_body, count)
                 direct_streamed = await sequential_ms(
                     client, f"{s.ollama_url}/api/generate", {**direct_body, "stream": True}, count
@@ -66,12 +71,22 @@ async def added_latency(rounds: int, count: int) -> list[Row]:
                         Latency.of(direct_streamed),
                     )
                 )
+        litellm = await litellm_overhead(s.ollama_url, rounds, count)
 
     def med(pick: Any) -> float:
         return median([pick(r) for r in per_round])
 
     added = {p: med(lambda r, p=p: getattr(r[1], p) - getattr(r[0], p)) for p in ("p50", "p95", "p99")}
     ttfb = med(lambda r: r[3].p50 - r[2].p50)
+    openai = medians(openai_rounds)
+    if litellm is None:
+        litellm_rows = [Row("LiteLLM proxy: not installed (set LITELLM_BIN)", float("nan"), "ms", "(compare)", None)]
+    else:
+        litellm_rows = [
+            Row("LiteLLM proxy /v1/chat/completions added p50", litellm.added_p50_ms, "ms", "(compare)", None),
+            Row("LiteLLM proxy streaming added first byte p50", litellm.added_first_byte_p50_ms, "ms", "(compare)",
+                None),
+        ]  # fmt: skip
     return [
         Row("direct to fake Ollama p50", med(lambda r: r[0].p50), "ms", "(baseline)", None),
         Row("chat+runner added latency p50", added["p50"], "ms", "<= 1.5", added["p50"] <= 1.5),
@@ -93,6 +108,21 @@ async def added_latency(rounds: int, count: int) -> list[Row]:
             None,
         ),
         Row("streaming added time to first byte p50", ttfb, "ms", "<= 2", ttfb <= 2),
+        Row(
+            "OpenAI /v1/chat/completions added latency p50",
+            openai.added_p50_ms,
+            "ms",
+            "<= 1.5",
+            openai.added_p50_ms <= 1.5,
+        ),
+        Row(
+            "OpenAI streaming added time to first byte p50",
+            openai.added_first_byte_p50_ms,
+            "ms",
+            "<= 2",
+            openai.added_first_byte_p50_ms <= 2,
+        ),
+        *litellm_rows,
     ]
 
 
@@ -207,6 +237,13 @@ async def run(quick: bool) -> list[Row]:
     rows.append(Row("auth check per request, cached key p50 (in-process)", p50_us / 1000, "ms", "<= 0.1",
                     p50_us / 1000 <= 0.1))  # fmt: skip
     rows.append(Row("auth check per request, cached key p99 (in-process)", p99_us / 1000, "ms", "(report)", None))
+    # Logs and metrics per request, per service (a /chat crosses two: chat and the runner).
+    p50_us, p99_us = await observe_cost_us()
+    rows.append(Row("log line + metrics per request p50 (in-process)", p50_us / 1000, "ms", "<= 0.1",
+                    p50_us / 1000 <= 0.1))  # fmt: skip
+    rows.append(Row("log line + metrics per request p99 (in-process)", p99_us / 1000, "ms", "(report)", None))
+    p50_us, _ = observe_cost_multiprocess_us()
+    rows.append(Row("same, multiprocess mode (mmap files) p50", p50_us / 1000, "ms", "<= 0.1", p50_us / 1000 <= 0.1))
     return rows
 
 

@@ -64,9 +64,9 @@ def stack(
         ollama_url = stack_.enter_context(fake_ollama(token_delay_s))
         state_dir = str(lock_dir / f"bench-state-{free_port()}")  # the lock goes in it (LOCK_PATH's default)
         # As deployed: chat requires a key, the runner requires chat's token.
-        # Its own loop, in a thread: stack() is entered from inside the bench's running loop.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            key = pool.submit(asyncio.run, bench_key(state_dir)).result()
+        # stack() is entered inside running benchmarks (an event loop): store the key on a loop of its own.
+        with ThreadPoolExecutor(max_workers=1) as once:
+            key = once.submit(asyncio.run, bench_key(state_dir)).result()
         token = secrets.token_urlsafe(32)
         runner_env = {"OLLAMA_HOST": ollama_url, "STATE_DIR": state_dir, "MAX_QUEUE": str(max_queue),
                       "RUNNER_TOKEN": token}  # fmt: skip

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -194,6 +195,11 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     token = env.get("RUNNER_TOKEN") or secrets.token_urlsafe(32)
     write_runner_token(state_dir, token)
     base = {**env, "PYTHONUNBUFFERED": "1", "STATE_DIR": str(state_dir), "RUNNER_TOKEN": token}
+    # Metric samples of every process (chat's, and the runner workers' below them), emptied
+    # each run; chat's GET /metrics adds them up.
+    metrics_dir = state_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    private_dir(metrics_dir / "runner")
     if plan.external_ollama:
         ollama_url = plan.external_ollama
         say(f"using the Ollama that answers at {ollama_url}")
@@ -216,7 +222,8 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     runner_url = f"http://127.0.0.1:{plan.runner_port}"
     say(f"starting the runner ({plan.workers} worker{'s' if plan.workers > 1 else ''}) on {runner_url}")
     runner = Child("runner", uvicorn_command("runner", plan.runner_port, plan.bind, plan.workers),
-                   {**base, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": models["DEFAULT_MODEL"]})  # fmt: skip
+                   {**base, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": models["DEFAULT_MODEL"],
+                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / "runner")})  # fmt: skip
     children.append(runner)
     runner.start()
     wait_ready(runner, f"{runner_url}/readyz")
@@ -224,7 +231,8 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     chat_url = f"http://127.0.0.1:{plan.chat_port}"
     say(f"starting chat on {chat_url}")
     chat = Child("chat", uvicorn_command("chat", plan.chat_port, plan.bind),
-                 {**base, "RUNNER_URL": runner_url, **models})  # fmt: skip
+                 {**base, "RUNNER_URL": runner_url, **models,
+                  "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})  # fmt: skip
     children.append(chat)
     chat.start()
     wait_ready(chat, f"{chat_url}/readyz")

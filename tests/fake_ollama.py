@@ -33,7 +33,8 @@ class Recorder:
     active: int = 0
     peak: int = 0
     prompts: list[str] = field(default_factory=list)
-    bodies: list[dict[str, Any]] = field(default_factory=list)  # every generation request, as sent
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # every generation or embed request, as sent
+    metadata_calls: list[str] = field(default_factory=list)  # paths of tags/show/ps/version requests
     completed: int = 0
     abandoned: int = 0  # generations stopped early (at the next token after their client left)
     clients_gone: int = 0  # streamed requests whose client closed before the end (seen at once)
@@ -53,6 +54,7 @@ class Faults:
     stall: bool = False  # never answer
     die_after_tokens: int | None = None  # break the connection mid-stream
     error_line_after_tokens: int | None = None  # send {"error": ...} mid-stream
+    done_reason: str = "stop"  # "length": as if num_predict cut the reply short
 
 
 def _prompt_of(body: dict[str, Any]) -> str:
@@ -60,6 +62,22 @@ def _prompt_of(body: dict[str, Any]) -> str:
         return str(body["prompt"])
     messages = body.get("messages") or [{}]
     return str(messages[-1].get("content", ""))
+
+
+MODIFIED_AT = "2026-01-01T00:00:00Z"
+DETAILS = {"format": "gguf", "family": "llama", "parameter_size": "1B", "quantization_level": "Q4_0"}
+
+
+def _model_entry(name: str) -> dict[str, Any]:
+    return {"name": name, "model": name, "modified_at": MODIFIED_AT, "size": 1000, "digest": "0" * 64,
+            "details": DETAILS}  # fmt: skip
+
+
+def _vector(text: str) -> list[float]:
+    """A deterministic unit vector: the same text always embeds the same way."""
+    raw = [float(len(text)), float(sum(map(ord, text)) % 97 + 1), float(len(text.split())), 1.0]
+    norm = sum(x * x for x in raw) ** 0.5
+    return [x / norm for x in raw]
 
 
 class InjectedDeath(Exception):
@@ -75,8 +93,11 @@ class FakeOllama:
             routes=[
                 Route("/api/version", self.version, methods=["GET"]),
                 Route("/api/tags", self.tags, methods=["GET"]),
+                Route("/api/show", self.show, methods=["POST"]),
+                Route("/api/ps", self.ps, methods=["GET"]),
                 Route("/api/generate", self.generate, methods=["POST"]),
                 Route("/api/chat", self.generate, methods=["POST"]),
+                Route("/api/embed", self.embed, methods=["POST"]),
                 Route("/_fake/stats", self.stats, methods=["GET"]),
                 Route("/_fake/reset", self.reset, methods=["POST"]),
             ]
@@ -108,12 +129,67 @@ class FakeOllama:
             self.faults.tokens = int(request.query_params["tokens"])
 
     async def version(self, request: Request) -> Response:
+        self.recorder.metadata_calls.append(request.url.path)
         return JSONResponse({"version": "0.0.0-fake"})
 
-    async def tags(self, request: Request) -> Response:
-        return JSONResponse({"models": [{"name": m, "model": m} for m in sorted(self.models)]})
+    def _has(self, model: object) -> bool:
+        """Ollama's naming: "tinyllama" and "tinyllama:latest" are the same model."""
+        return isinstance(model, str) and (model in self.models or model.removesuffix(":latest") in self.models)
 
-    def _tokens(self, prompt: str) -> list[str]:
+    async def tags(self, request: Request) -> Response:
+        self.recorder.metadata_calls.append(request.url.path)
+        return JSONResponse({"models": [_model_entry(f"{m}:latest") for m in sorted(self.models)]})
+
+    async def show(self, request: Request) -> Response:
+        self.recorder.metadata_calls.append(request.url.path)
+        model = json.loads(await request.body()).get("model")
+        if not self._has(model):
+            return JSONResponse({"error": f"model '{model}' not found"}, status_code=404)
+        return JSONResponse(
+            {
+                "modelfile": f"FROM {model}",
+                "parameters": "stop <|im_end|>",
+                "template": "{{ .Prompt }}",
+                "details": DETAILS,
+                "model_info": {"general.architecture": "llama", "llama.context_length": 2048},
+                "capabilities": ["completion"],
+                "modified_at": MODIFIED_AT,
+            }
+        )
+
+    async def ps(self, request: Request) -> Response:
+        self.recorder.metadata_calls.append(request.url.path)
+        models = [
+            {**_model_entry(f"{m}:latest"), "expires_at": "2026-01-01T00:05:00Z", "size_vram": 0}
+            for m in sorted(self.models)
+        ]
+        return JSONResponse({"models": models})
+
+    async def embed(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        self.recorder.bodies.append({"path": request.url.path, **body})
+        if not self._has(body.get("model")):
+            return JSONResponse({"error": f"model '{body.get('model')}' not found"}, status_code=404)
+        if self.faults.fail_status is not None:
+            return JSONResponse({"error": "injected failure"}, status_code=self.faults.fail_status)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        async with _Generation(self.recorder, " | ".join(inputs)):
+            await asyncio.sleep(self.faults.token_delay_s)
+            return JSONResponse(
+                {
+                    "model": body["model"],
+                    "embeddings": [_vector(text) for text in inputs],
+                    "total_duration": 2000,
+                    "load_duration": 1000,
+                    "prompt_eval_count": sum(len(text.split()) for text in inputs),
+                }
+            )
+
+    def _tokens(self, prompt: str, body: dict[str, Any]) -> list[str]:
+        if body.get("format"):
+            # As a model under a JSON grammar would: the reply is one JSON object, in pieces.
+            text = json.dumps({"answer": prompt})
+            return [text[: len(text) // 2], text[len(text) // 2 :]]
         words = (prompt.split() or ["empty"]) * self.faults.tokens
         return [f"{w} " for w in words[: self.faults.tokens]]
 
@@ -122,7 +198,7 @@ class FakeOllama:
         final: dict[str, Any] = {
             "model": "fake",
             "done": True,
-            "done_reason": "stop",
+            "done_reason": self.faults.done_reason,
             "total_duration": elapsed_ns + 1000,
             "load_duration": 1000,
             "prompt_eval_count": 7,
@@ -136,11 +212,24 @@ class FakeOllama:
             final["response"] = text
         return final
 
+    @staticmethod
+    def _add_extras(final: dict[str, Any], body: dict[str, Any], chat: bool) -> dict[str, Any]:
+        """Thinking (when asked) and a call of the first tool offered, as Ollama answers them."""
+        if body.get("think"):
+            if chat:
+                final["message"]["thinking"] = "Let me think. "
+            else:
+                final["thinking"] = "Let me think. "
+        if chat and body.get("tools"):
+            name = body["tools"][0].get("function", {}).get("name", "tool")
+            final["message"]["tool_calls"] = [{"function": {"name": name, "arguments": {"city": "Paris"}}}]
+        return final
+
     async def generate(self, request: Request) -> Response:
         body = json.loads(await request.body())
         chat = request.url.path.endswith("/chat")
         self.recorder.bodies.append({"path": request.url.path, **body})
-        if body.get("model") not in self.models:
+        if not self._has(body.get("model")):
             return JSONResponse({"error": f"model '{body.get('model')}' not found"}, status_code=404)
         if self.faults.fail_status is not None:
             return JSONResponse({"error": "injected failure"}, status_code=self.faults.fail_status)
@@ -148,7 +237,7 @@ class FakeOllama:
             client = _ClientWatch(request.receive, self.recorder)
             await client.gone.wait()  # never answers; gives up only when its client does
             return Response(status_code=499)
-        tokens = self._tokens(_prompt_of(body))
+        tokens = self._tokens(_prompt_of(body), body)
         if body.get("stream", True):
             client = _ClientWatch(request.receive, self.recorder)
             return _LineStream(self._stream(body, chat, tokens, client), client)
@@ -158,11 +247,19 @@ class FakeOllama:
             started = time.perf_counter()
             for _ in tokens:
                 await asyncio.sleep(self.faults.token_delay_s)
-            return JSONResponse(self._final(chat, "".join(tokens), started))
+            return JSONResponse(self._add_extras(self._final(chat, "".join(tokens), started), body, chat))
 
     async def _stream(
         self, body: dict[str, Any], chat: bool, tokens: list[str], client: _ClientWatch
     ) -> AsyncGenerator[bytes, None]:
+        # Ollama sends a thinking model's reasoning before its answer, in chunks of their own.
+        if body.get("think"):
+            thought: dict[str, Any] = {"model": body["model"], "done": False}
+            if chat:
+                thought["message"] = {"role": "assistant", "content": "", "thinking": "Let me think. "}
+            else:
+                thought.update(response="", thinking="Let me think. ")
+            yield json.dumps(thought).encode() + b"\n"
         async with self._generation(body) as generation:
             started = time.perf_counter()
             for index, token in enumerate(tokens):
@@ -182,6 +279,9 @@ class FakeOllama:
                 else:
                     piece["response"] = token
                 yield json.dumps(piece).encode() + b"\n"
+            if chat and body.get("tools"):
+                call = self._add_extras(self._final(chat, "", started), {"tools": body["tools"]}, chat)["message"]
+                yield json.dumps({"model": body["model"], "done": False, "message": call}).encode() + b"\n"
             final = self._final(chat, "", started)
             yield json.dumps(final).encode() + b"\n"
 

@@ -18,7 +18,7 @@ async def test_seed_contract_prompt_in_response_out(chat_client: httpx.AsyncClie
     assert body["model"] == "tinyllama"
     assert body["done_reason"] == "stop"
     assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 3}
-    assert set(body["timings"]) == {"queue_ms", "total_ms", "load_ms", "tokens_per_s"}
+    assert set(body["timings"]) == {"queue_ms", "total_ms", "load_ms", "prompt_eval_ms", "eval_ms", "tokens_per_s"}
     assert body["timings"]["load_ms"] == 0.001
     # Streamed from Ollama even for a non-streamed reply (so a dropped request stops at Ollama's
     # next token), and gathered by the runner into one answer.

@@ -54,7 +54,7 @@ async def test_job_lifecycle(chat: httpx.AsyncClient, fake: FakeOllama) -> None:
     job = await wait_for(chat, body["id"], status_is("succeeded"))
     assert job["response"] == "tell me about "
     assert job["usage"] == {"prompt_tokens": 7, "completion_tokens": 3}
-    assert set(job["timings"]) == {"queue_ms", "total_ms", "load_ms", "tokens_per_s"}
+    assert set(job["timings"]) >= {"queue_ms", "total_ms", "load_ms", "tokens_per_s"}
     assert job["error"] is None
     assert job["queue_position"] is None
     assert job["created_at"] <= job["started_at"] <= job["finished_at"]

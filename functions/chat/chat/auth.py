@@ -8,8 +8,8 @@ SHA-256 and a dict lookup, and a revocation applies everywhere within that time.
 ``AUTH``:
 
 - ``required``: every protected route needs a valid key (compose and AWS set this);
-- ``off``: no key needed; a key that is presented is still checked. The caller is the client
-  address (``X-Forwarded-For``'s last hop when ``TRUST_PROXY_HEADERS`` is set);
+- ``off``: no key needed; a valid key still names the caller, any other is ignored. Otherwise the
+  caller is the client address (``X-Forwarded-For``'s last hop when ``TRUST_PROXY_HEADERS`` is set);
 - unset (``auto``): ``off`` for requests that arrive on a loopback address while no key exists
   (the first ``make up``), ``required`` for everything else.
 """
@@ -80,16 +80,21 @@ class Authenticator:
     async def caller(self, scope: Scope) -> Caller:
         """The caller of this request, or ``Unauthorized``."""
         key = presented_key(scope)
-        if key is not None:
-            return await self._keyed(key)
+        record = await self._valid(key) if key is not None else None
+        if record is not None:
+            return self._keyed(record)
         if await self._open_to(scope):
+            # Open: a key that is not valid is ignored, as servers without auth do (OpenAI clients
+            # always send one, e.g. "unused"); a valid one still names the caller.
             return Caller(name=self.address(scope))
-        raise Unauthorized(KEY_REQUIRED)
+        raise Unauthorized(KEY_REQUIRED if key is None else KEY_INVALID)
 
-    async def _keyed(self, key: str) -> Caller:
+    async def _valid(self, key: str) -> ApiKey | None:
         record = await self._lookup(hash_key(key)) if looks_like_key(key) else None
-        if record is None or record["revoked_at"] is not None:
-            raise Unauthorized(KEY_INVALID)
+        return None if record is None or record["revoked_at"] is not None else record
+
+    @staticmethod
+    def _keyed(record: ApiKey) -> Caller:
         models = record["models"]
         return Caller(
             name=record["name"],

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from chat.openapi_dialects import PUBLIC_PATHS as DIALECT_PUBLIC_PATHS
+from chat.openapi_dialects import dialect_components, dialect_paths
 from chat.openapi_schemas import component_schemas
 from chat.settings import Settings
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", *DIALECT_PUBLIC_PATHS})
 
 ERROR_STATUSES = {
     "400": "The body is not JSON (`invalid_json`).",
@@ -180,9 +182,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {**health, "503": _error("The runner or Ollama is not ready (`not_ready`).")},
                 }
             },
+            **dialect_paths(),
         },
         "components": {
-            "schemas": component_schemas(settings),
+            "schemas": {**component_schemas(settings), **dialect_components(settings)},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `python -m chat.keys`."},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

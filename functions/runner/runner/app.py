@@ -1,4 +1,5 @@
-"""The runner's ASGI app: ``POST /v1/run/{model}``, ``POST /v1/jobs/{id}/run``, ``GET /healthz``, ``GET /readyz``.
+"""The runner's ASGI app: ``POST /v1/run/{model}``, ``POST /v1/embed/{model}``, ``POST /v1/jobs/{id}/run``,
+``GET|POST /v1/ollama/{tags,show,ps,version}`` (metadata, never queued), ``GET /healthz``, ``GET /readyz``.
 
 ``app`` is built from the environment at import: one Ollama client and one slot per process.
 """
@@ -7,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import cast
 
 import httpx
 from servicekit.body import read_json_object
 from servicekit.disconnect import CancelOnDisconnect
+from servicekit.embedding import parse_embedding_request
 from servicekit.errors import (
     JobNotFound,
     NotReady,
+    RouteNotFound,
     ServiceError,
     UpstreamError,
     error_envelope,
@@ -25,6 +30,10 @@ from servicekit.errors import (
 from servicekit.generation import parse_generation_request
 from servicekit.jobs.model import is_job_id
 from servicekit.jobs.store import JobStore
+from servicekit.observe.metrics import PrometheusMetrics
+from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics
+from servicekit.observe.record import RequestRecord, record_of
+from servicekit.observe.settings import ObserveSettings
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
@@ -41,11 +50,24 @@ from runner.errors import QueueFull
 from runner.guard import ChatOnly, startup_notice
 from runner.hostlock import FileHostLock, HostLock
 from runner.jobs import JobRunner
+from runner.metadata import PATHS, MetadataCache, MetadataKind
 from runner.ollama import OllamaClient
 from runner.settings import Settings
 from runner.settle import HOLDER_SUFFIX, HolderMark, Settle
 from runner.slot import GenerationSlot, Ticket
-from runner.wire import OllamaChunk, RunReply, chunk_text, done_of, ollama_request, timings_of, usage_of
+from runner.wire import (
+    EmbedReply,
+    OllamaChunk,
+    RunReply,
+    StreamDelta,
+    chunk_extras,
+    chunk_text,
+    done_of,
+    ollama_embed_request,
+    ollama_request,
+    timings_of,
+    usage_of,
+)
 
 logger = logging.getLogger("runner")
 JOB_TOO_LONG = "the runner function's timeout (900 s on AWS) bounds a job; ask for fewer tokens (options.num_predict)"
@@ -60,11 +82,33 @@ def queue_timeout_s(settings: Settings, scope: Scope) -> float:
 class Runner:
     """The endpoints, over one Ollama client and one slot."""
 
-    def __init__(self, settings: Settings, ollama: OllamaClient, slot: GenerationSlot, jobs: JobRunner) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ollama: OllamaClient,
+        slot: GenerationSlot,
+        jobs: JobRunner,
+        metrics: PrometheusMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.ollama = ollama
         self.slot = slot
         self.jobs = jobs
+        self.metadata_cache = MetadataCache(ollama)
+        self.metrics = metrics
+
+    @asynccontextmanager
+    async def _holding(self, timeout_s: float) -> AsyncIterator[Ticket]:
+        """The slot, with the slot_busy gauge up while it is held here."""
+        async with self.slot.hold(timeout_s) as ticket:
+            if self.metrics is None:
+                yield ticket
+                return
+            self.metrics.slot_busy.set(1)
+            try:
+                yield ticket
+            finally:
+                self.metrics.slot_busy.set(0)
 
     async def run(self, request: Request) -> Response:
         model = request.path_params["model"]
@@ -76,16 +120,20 @@ class Runner:
         prepared = self.ollama.prepare(*ollama_request(model, generation))
         budget = Budget.of(request)
         timeout_s = budget.cap(queue_timeout_s(self.settings, request.scope))
+        record = record_of(request.scope)
+        record.model, record.stream = model, stream
         if not stream:
-            async with self.slot.hold(timeout_s) as ticket:
+            async with self._holding(timeout_s) as ticket:
                 final = await budget.run(self.ollama.generate(prepared))
                 ticket.ended_cleanly = True
+            record.note_generation(model, final, ticket.queue_ms)
             # Let the next waiter (granted the slot just now) send its request to Ollama before
             # this reply is encoded and written: the handoff gap is Ollama's idle time.
             await asyncio.sleep(0)
             reply: RunReply = {
                 "model": model,
                 "response": chunk_text(final),
+                **chunk_extras(final),
                 "done_reason": final.get("done_reason", "stop"),
                 "usage": usage_of(final),
                 "timings": timings_of(final, ticket.queue_ms),
@@ -96,10 +144,10 @@ class Runner:
         # queue or an unknown model is still a proper status; both stay open until the
         # stream ends, and ChunkStream closes them whatever happens.
         async with AsyncExitStack() as stack:
-            ticket = await stack.enter_async_context(self.slot.hold(timeout_s))
+            ticket = await stack.enter_async_context(self._holding(timeout_s))
             chunks = await budget.run(stack.enter_async_context(self.ollama.stream(prepared)))
             cleanup = stack.pop_all()
-        lines = self._stream_lines(chunks, budget, ticket, request_id_of(request.scope))
+        lines = self._stream_lines(chunks, budget, ticket, request_id_of(request.scope), record)
         return ChunkStream(
             lines,
             cleanup=cleanup,
@@ -109,7 +157,7 @@ class Runner:
 
     @staticmethod
     async def _stream_lines(
-        chunks: AsyncIterator[OllamaChunk], budget: Budget, ticket: Ticket, request_id: str
+        chunks: AsyncIterator[OllamaChunk], budget: Budget, ticket: Ticket, request_id: str, record: RequestRecord
     ) -> AsyncGenerator[bytes, None]:
         try:
             while True:
@@ -120,15 +168,50 @@ class Runner:
                     break
                 if chunk.get("done"):
                     ticket.ended_cleanly = True
+                    record.note_generation(record.model, chunk, ticket.queue_ms)
                     yield json_line(done_of(chunk, ticket.queue_ms))
                     return
-                text = chunk_text(chunk)
-                if text:
-                    yield json_line({"response": text})
+                delta: StreamDelta = {"response": chunk_text(chunk), **chunk_extras(chunk)}
+                if delta["response"] or len(delta) > 1:
+                    yield json_line(delta)
             raise UpstreamError("Ollama ended the stream before the generation was done.")
         except ServiceError as exc:
             # The status line is long gone: the error is the stream's last line.
+            record.error_code = exc.code
             yield json_line(error_envelope(exc, request_id))
+
+    async def embed(self, request: Request) -> Response:
+        """Embeddings take the slot like a generation: the model runs either way."""
+        model = request.path_params["model"]
+        data = await read_json_object(
+            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
+        )
+        embedding = parse_embedding_request(data, max_prompt_chars=self.settings.max_prompt_chars)
+        prepared = self.ollama.prepare(*ollama_embed_request(model, embedding))
+        budget = Budget.of(request)
+        async with self._holding(budget.cap(queue_timeout_s(self.settings, request.scope))) as ticket:
+            answer = await budget.run(self.ollama.embed(prepared))
+            ticket.ended_cleanly = True
+        reply: EmbedReply = {
+            "model": model,
+            "embeddings": answer["embeddings"],
+            "usage": {"prompt_tokens": int(answer.get("prompt_eval_count", 0)), "completion_tokens": 0},
+            "timings": timings_of({**answer, "eval_count": 0}, ticket.queue_ms),  # type: ignore[typeddict-item]
+        }
+        return JSONResponse(reply, headers={"X-Queue-Wait-Ms": f"{ticket.queue_ms:.1f}"})
+
+    async def metadata(self, request: Request) -> Response:
+        """Ollama's own answer (status and body) to a metadata request, from a short cache; never queued."""
+        kind = request.path_params["kind"]
+        if kind not in PATHS:
+            raise RouteNotFound(f"There is no route {request.url.path}.")
+        body = None
+        if request.method == "POST":
+            body = await read_json_object(
+                request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
+            )
+        status, answer = await self.metadata_cache.get(cast(MetadataKind, kind), body)
+        return JSONResponse(answer, status_code=status)
 
     async def run_job(self, request: Request) -> Response:
         """Run a stored job: inline on Lambda (the invocation is the worker), in the background elsewhere."""
@@ -170,7 +253,11 @@ class Runner:
                     f"{self.ollama.name} does not have the model '{model}': pull it with `ollama pull {model}`."
                 )
         except UpstreamError as exc:
+            if self.metrics is not None:
+                self.metrics.ollama_up.set(0)
             raise NotReady(f"Ollama is not ready: {exc.message}") from exc
+        if self.metrics is not None:
+            self.metrics.ollama_up.set(1)
         ready = {
             "status": "ok",
             "ollama_version": version,
@@ -186,7 +273,11 @@ def create_app(
     ollama_transport: httpx.AsyncBaseTransport | None = None,
     host_lock: HostLock | None = None,
     job_store: JobStore | None = None,
+    observe: ObserveSettings | None = None,
+    metrics: PrometheusMetrics | None = None,
 ) -> Starlette:
+    observe = observe or ObserveSettings()
+    metrics = metrics or prometheus_metrics(observe)
     settle = Settle(max_s=settings.settle_max_s, mark=HolderMark(settings.lock_path + HOLDER_SUFFIX))
     ollama = OllamaClient(
         settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport, pace=settle.pace
@@ -199,7 +290,7 @@ def create_app(
         generation_estimate_s=settings.generation_estimate_s,
     )
     jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama)
-    runner = Runner(settings, ollama, slot, jobs)
+    runner = Runner(settings, ollama, slot, jobs, metrics)
 
     chat_only = [Middleware(ChatOnly, token=settings.runner_token)]
 
@@ -214,11 +305,17 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/v1/run/{model:path}", runner.run, methods=["POST"], middleware=chat_only),
+            Route("/v1/embed/{model:path}", runner.embed, methods=["POST"], middleware=chat_only),
+            Route("/v1/ollama/{kind}", runner.metadata, methods=["GET", "POST"], middleware=chat_only),
             Route("/v1/jobs/{job_id}/run", runner.run_job, methods=["POST"], middleware=chat_only),
             Route("/healthz", runner.healthz, methods=["GET"]),
             Route("/readyz", runner.readyz, methods=["GET"]),
         ],
-        middleware=[Middleware(RequestIdMiddleware), Middleware(CancelOnDisconnect)],
+        middleware=[
+            Middleware(ObserveRequests, service="runner", observers=observers_for("runner", observe, metrics)),
+            Middleware(RequestIdMiddleware),
+            Middleware(CancelOnDisconnect),
+        ],
         exception_handlers=dict(exception_handlers),
         lifespan=lifespan,
     )
@@ -226,4 +323,4 @@ def create_app(
     return app
 
 
-app = create_app(Settings.from_env())
+app = create_app(Settings.from_env(), observe=ObserveSettings.from_env(os.environ))

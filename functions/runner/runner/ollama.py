@@ -16,9 +16,21 @@ from typing import Any, cast
 import httpx
 from servicekit.upstream import Upstream, translate, translate_mid_stream
 
-from runner.errors import ModelNotFound, UpstreamError
+from runner.errors import InvalidRequest, ModelNotFound, UpstreamError
 from runner.settle import TokenPace
-from runner.wire import OllamaChunk, OllamaEndpoint, OllamaRequest, chunk_text, with_text
+from runner.wire import (
+    OllamaChunk,
+    OllamaEmbedReply,
+    OllamaEmbedRequest,
+    OllamaEndpoint,
+    OllamaRequest,
+    chunk_extras,
+    chunk_text,
+    gathered,
+)
+
+# Metadata (tags, show, ps) answers at once in Ollama; a few seconds means it is in trouble.
+METADATA_TIMEOUT_S = 5.0
 
 
 def _error_message(body: bytes) -> str:
@@ -34,6 +46,9 @@ def _error_message(body: bytes) -> str:
 def _raise_for_status(response: httpx.Response, body: bytes, model: str) -> None:
     if response.status_code == 404:
         raise ModelNotFound(f"Ollama does not have model '{model}': {_error_message(body)}")
+    if response.status_code == 400:
+        # e.g. "... does not support tools" / "... does not support thinking": the request, not Ollama, is at fault.
+        raise InvalidRequest(f"Ollama refused the request: {_error_message(body)}")
     if response.status_code >= 400:
         raise UpstreamError(f"Ollama answered {response.status_code}: {_error_message(body)}")
 
@@ -84,6 +99,21 @@ class OllamaClient:
         data: Any = response.json() if response.content else {}
         return str(data.get("version", "unknown")) if isinstance(data, dict) else "unknown"
 
+    async def metadata(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """Ollama's answer to a metadata request (``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version``):
+        its status and decoded JSON, errors included (a 404 from /api/show is an answer, not a failure)."""
+        try:
+            request = self._http.request(method, path, json_body=body, timeout=httpx.Timeout(METADATA_TIMEOUT_S))
+            response = await self._http.send(request)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.name) from exc
+        if response.status_code >= 500:
+            raise UpstreamError(f"Ollama answered {response.status_code}: {_error_message(response.content)}")
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            raise UpstreamError(f"Ollama answered {path} with something that is not JSON.") from None
+
     async def has_model(self, model: str) -> bool:
         """Whether Ollama lists ``model`` in /api/tags (``name`` and ``name:latest`` are the same model)."""
         try:
@@ -98,7 +128,7 @@ class OllamaClient:
             raise UpstreamError("Ollama's /api/tags is not a list of models.") from None
         return model in names or f"{model}:latest" in names or model.removesuffix(":latest") in names
 
-    def prepare(self, endpoint: OllamaEndpoint, body: OllamaRequest) -> PreparedGeneration:
+    def prepare(self, endpoint: OllamaEndpoint, body: OllamaRequest | OllamaEmbedRequest) -> PreparedGeneration:
         """Build the request while waiting for the slot: once granted, it only has to be sent."""
         return PreparedGeneration(self._http.request("POST", f"/api/{endpoint}", json_body=body), body["model"])
 
@@ -109,13 +139,32 @@ class OllamaClient:
         token, so a caller that gives up stops a streamed generation at once, while a
         non-streamed one would run on to the end with the slot already given to the next request.
         """
-        pieces: list[str] = []
+        text: list[str] = []
+        thinking: list[str] = []
+        tool_calls: list[Any] = []
         async with self.stream(prepared) as chunks:
             async for chunk in chunks:
+                extras = chunk_extras(chunk)
+                text.append(chunk_text(chunk))
+                thinking.append(extras.get("thinking", ""))
+                tool_calls.extend(extras.get("tool_calls", []))
                 if chunk.get("done"):
-                    return with_text(chunk, "".join(pieces))
-                pieces.append(chunk_text(chunk))
+                    return gathered(chunk, "".join(text), "".join(thinking), tool_calls)
         raise UpstreamError("Ollama ended the stream before the generation was done.")
+
+    async def embed(self, prepared: PreparedGeneration) -> OllamaEmbedReply:
+        try:
+            response = await self._http.send(prepared.request)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.name) from exc
+        _raise_for_status(response, response.content, prepared.model)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("embeddings"), list):
+            raise UpstreamError("Ollama answered an embedding request with something that is not embeddings.")
+        return cast(OllamaEmbedReply, data)
 
     @asynccontextmanager
     async def stream(self, prepared: PreparedGeneration) -> AsyncIterator[AsyncIterator[OllamaChunk]]:
