@@ -15,7 +15,7 @@ RUNNER_ENV = {
     "OLLAMA_TIMEOUT_S": "9", "OLLAMA_CONNECT_TIMEOUT_S": "0.5", "LOCK_POLL_INTERVAL_S": "0.002",
     "MAX_BODY_BYTES": "1000", "BODY_READ_TIMEOUT_S": "2", "MAX_PROMPT_CHARS": "50", "GENERATION_ESTIMATE_S": "3",
     "JOBS_TABLE": "jobs-table", "STATE_DIR": "/srv/state", "JOB_PROGRESS_INTERVAL_S": "0.25", "JOB_LEASE_S": "12",
-    "DEFAULT_MODEL": "llama3.2", "RUNNER_TOKEN": "t0ken",
+    "SETTLE_MAX_S": "0.1", "DEFAULT_MODEL": "llama3.2", "RUNNER_TOKEN": "t0ken",
 }  # fmt: skip
 CHAT_ENV = {
     "RUNNER_URL": "http://runner:9000/", "DEFAULT_MODEL": "llama3.2", "ALLOWED_MODELS": "llama3.2, tinyllama",
@@ -80,6 +80,7 @@ def test_ollama_host_forms(value: str, url: str) -> None:
         (RunnerSettings, "OLLAMA_HOST", "ftp://ollama"),
         (RunnerSettings, "OLLAMA_HOST", "ollama:99999"),
         (RunnerSettings, "JOB_LEASE_S", "0.5"),
+        (RunnerSettings, "SETTLE_MAX_S", "-0.1"),
         (ChatSettings, "RUNNER_URL", "runner:8080"),
         (ChatSettings, "ALLOWED_MODELS", " , "),
         (ChatSettings, "MAX_BODY_BYTES", "1.5"),

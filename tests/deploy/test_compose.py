@@ -60,6 +60,13 @@ def test_ollama_is_the_real_image_with_its_models_in_a_volume(compose: dict[str,
     assert "$${OLLAMA_MODEL}" in ollama["healthcheck"]["test"][1]
 
 
+def test_ollama_itself_runs_one_generation_at_a_time_with_a_small_queue(compose: dict[str, Any]) -> None:
+    """Defence in depth behind the runner's host lock: Ollama never runs two, and never hoards requests."""
+    environment = compose["services"]["ollama"]["environment"]
+    assert environment["OLLAMA_NUM_PARALLEL"] == "1"
+    assert 1 <= int(environment["OLLAMA_MAX_QUEUE"]) <= 4
+
+
 def test_only_caddy_is_published_and_on_loopback_by_default(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert [name for name, service in services.items() if "ports" in service] == ["caddy"]

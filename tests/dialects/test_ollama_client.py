@@ -41,7 +41,8 @@ async def test_chat_whole(ollama_chat: ollama.AsyncClient, fake: FakeOllama) -> 
     assert reply.eval_duration > 0
     assert reply.total_duration
     sent = fake.recorder.bodies[0]
-    assert (sent["path"], sent["stream"], sent["options"]) == ("/api/chat", False, {"temperature": 0.1})
+    # Streamed from Ollama even for a whole reply: the runner gathers it (a dropped request stops at once).
+    assert (sent["path"], sent["stream"], sent["options"]) == ("/api/chat", True, {"temperature": 0.1})
 
 
 async def test_chat_streamed(ollama_chat: ollama.AsyncClient, fake: FakeOllama) -> None:

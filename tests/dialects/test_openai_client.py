@@ -59,7 +59,7 @@ async def test_chat_completion_whole(openai_chat: openai.AsyncOpenAI, fake: Fake
         7, 3, 10)  # fmt: skip
     sent = fake.recorder.bodies[0]
     assert sent["path"] == "/api/chat"
-    assert sent["stream"] is False
+    assert sent["stream"] is True  # always streamed from Ollama; the runner gathers the whole reply
     assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
     assert sent["options"] == {"temperature": 0.2, "top_p": 0.9, "seed": 42, "frequency_penalty": 0.5,
                                "presence_penalty": -0.5, "num_predict": 8, "stop": ["\n"]}  # fmt: skip

@@ -35,6 +35,7 @@ from servicekit.state.factory import job_store as build_job_store
 from servicekit.state.factory import key_store as build_key_store
 from servicekit.state.keys import KeyStore
 from servicekit.streaming import STREAM_HEADERS, ChunkStream
+from servicekit.timebudget import DeadlineMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -42,7 +43,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chat.auth import Authenticate, Authenticator
-from chat.deadline import DeadlineMiddleware
 from chat.dialects import error_renderer
 from chat.jobs_api import JobsEndpoints
 from chat.lambda_transport import LambdaInvokeTransport, boto3_lambda_client

@@ -37,6 +37,7 @@ from servicekit.observe.settings import ObserveSettings
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
+from servicekit.timebudget import lambda_time_left_s
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -52,6 +53,7 @@ from runner.jobs import JobRunner
 from runner.metadata import PATHS, MetadataCache, MetadataKind
 from runner.ollama import OllamaClient
 from runner.settings import Settings
+from runner.settle import HOLDER_SUFFIX, HolderMark, Settle
 from runner.slot import GenerationSlot, Ticket
 from runner.wire import (
     EmbedReply,
@@ -67,20 +69,8 @@ from runner.wire import (
     usage_of,
 )
 
-# Under Lambda, stop waiting for the slot (and a job's generation) this long before the
-# invocation would be killed.
-LAMBDA_DEADLINE_MARGIN_S = 1.0
 logger = logging.getLogger("runner")
 JOB_TOO_LONG = "the runner function's timeout (900 s on AWS) bounds a job; ask for fewer tokens (options.num_predict)"
-
-
-def lambda_time_left_s(scope: Scope) -> float | None:
-    """Under Lambda, the time this invocation may still use (its remaining time less a margin)."""
-    context = scope.get("aws.context")
-    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining_ms is None:
-        return None
-    return max(0.0, float(remaining_ms()) / 1000 - LAMBDA_DEADLINE_MARGIN_S)
 
 
 def queue_timeout_s(settings: Settings, scope: Scope) -> float:
@@ -127,7 +117,7 @@ class Runner:
         )
         generation = parse_generation_request(data, max_prompt_chars=self.settings.max_prompt_chars)
         stream = generation.get("stream", False)
-        prepared = self.ollama.prepare(*ollama_request(model, generation, stream=stream))
+        prepared = self.ollama.prepare(*ollama_request(model, generation))
         budget = Budget.of(request)
         timeout_s = budget.cap(queue_timeout_s(self.settings, request.scope))
         record = record_of(request.scope)
@@ -135,6 +125,7 @@ class Runner:
         if not stream:
             async with self._holding(timeout_s) as ticket:
                 final = await budget.run(self.ollama.generate(prepared))
+                ticket.ended_cleanly = True
             record.note_generation(model, final, ticket.queue_ms)
             # Let the next waiter (granted the slot just now) send its request to Ollama before
             # this reply is encoded and written: the handoff gap is Ollama's idle time.
@@ -156,7 +147,7 @@ class Runner:
             ticket = await stack.enter_async_context(self._holding(timeout_s))
             chunks = await budget.run(stack.enter_async_context(self.ollama.stream(prepared)))
             cleanup = stack.pop_all()
-        lines = self._stream_lines(chunks, budget, ticket.queue_ms, request_id_of(request.scope), record)
+        lines = self._stream_lines(chunks, budget, ticket, request_id_of(request.scope), record)
         return ChunkStream(
             lines,
             cleanup=cleanup,
@@ -166,7 +157,7 @@ class Runner:
 
     @staticmethod
     async def _stream_lines(
-        chunks: AsyncIterator[OllamaChunk], budget: Budget, queue_ms: float, request_id: str, record: RequestRecord
+        chunks: AsyncIterator[OllamaChunk], budget: Budget, ticket: Ticket, request_id: str, record: RequestRecord
     ) -> AsyncGenerator[bytes, None]:
         try:
             while True:
@@ -176,8 +167,9 @@ class Runner:
                 except StopAsyncIteration:
                     break
                 if chunk.get("done"):
-                    record.note_generation(record.model, chunk, queue_ms)
-                    yield json_line(done_of(chunk, queue_ms))
+                    ticket.ended_cleanly = True
+                    record.note_generation(record.model, chunk, ticket.queue_ms)
+                    yield json_line(done_of(chunk, ticket.queue_ms))
                     return
                 delta: StreamDelta = {"response": chunk_text(chunk), **chunk_extras(chunk)}
                 if delta["response"] or len(delta) > 1:
@@ -199,6 +191,7 @@ class Runner:
         budget = Budget.of(request)
         async with self._holding(budget.cap(queue_timeout_s(self.settings, request.scope))) as ticket:
             answer = await budget.run(self.ollama.embed(prepared))
+            ticket.ended_cleanly = True
         reply: EmbedReply = {
             "model": model,
             "embeddings": answer["embeddings"],
@@ -285,9 +278,13 @@ def create_app(
 ) -> Starlette:
     observe = observe or ObserveSettings()
     metrics = metrics or prometheus_metrics(observe)
-    ollama = OllamaClient(settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport)
+    settle = Settle(max_s=settings.settle_max_s, mark=HolderMark(settings.lock_path + HOLDER_SUFFIX))
+    ollama = OllamaClient(
+        settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport, pace=settle.pace
+    )
     slot = GenerationSlot(
         host_lock or FileHostLock(settings.lock_path),
+        settle=settle,
         max_queue=settings.max_queue,
         poll_interval_s=settings.lock_poll_interval_s,
         generation_estimate_s=settings.generation_estimate_s,

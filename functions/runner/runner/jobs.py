@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -26,6 +27,20 @@ from runner.wire import OllamaChunk, chunk_text, ollama_request, timings_of, usa
 
 # The cleanup writes of a job that is being torn down must still reach the store.
 CLEANUP_TIMEOUT_S = 5.0
+
+
+def sole_service_error(group: BaseExceptionGroup[BaseException]) -> ServiceError | None:
+    """The one :class:`ServiceError` inside a task group's error; None when it holds anything else."""
+    leaves = list(_leaves(group))
+    return leaves[0] if len(leaves) == 1 and isinstance(leaves[0], ServiceError) else None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
 def _error(exc: ServiceError, job_id: str) -> dict[str, Any]:
@@ -78,7 +93,7 @@ class JobRunner:
 
     async def _generate(self, job: Job, ticket: Ticket, budget: Budget) -> str:
         job_id = job["id"]
-        prepared = self.ollama.prepare(*ollama_request(job["model"], job["request"], stream=True))  # type: ignore[arg-type]
+        prepared = self.ollama.prepare(*ollama_request(job["model"], job["request"]))  # type: ignore[arg-type]
         pieces: list[str] = []
         cancelled = False
 
@@ -96,15 +111,22 @@ class JobRunner:
 
         async def generate_reporting_progress() -> OllamaChunk | None:
             """Ollama's final chunk; None when the stream ended early or the job was cancelled."""
-            async with anyio.create_task_group() as group:
-                group.start_soon(report_progress, group.cancel_scope)
-                async with self.ollama.stream(prepared) as chunks:
-                    async for chunk in chunks:
-                        if chunk.get("done"):
-                            group.cancel_scope.cancel()
-                            return chunk
-                        pieces.append(chunk_text(chunk))
-                group.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(report_progress, group.cancel_scope)
+                    async with self.ollama.stream(prepared) as chunks:
+                        async for chunk in chunks:
+                            if chunk.get("done"):
+                                group.cancel_scope.cancel()
+                                return chunk
+                            pieces.append(chunk_text(chunk))
+                    group.cancel_scope.cancel()
+            except BaseExceptionGroup as group_error:
+                # anyio wraps even a single error in a group: surface the generation's own
+                # error, so the job settles as failed with its code instead of being lost.
+                if (sole := sole_service_error(group_error)) is None:
+                    raise
+                raise sole from None
             return None
 
         try:
@@ -114,6 +136,7 @@ class JobRunner:
                 return "cancelled"
             if final is None:
                 raise UpstreamError("Ollama ended the stream before the generation was done.")
+            ticket.ended_cleanly = True
         except ServiceError as exc:
             fields = {"response": "".join(pieces), "error": _error(exc, job_id)}
             await self.store.finish(job_id, "failed", now=time.time(), fields=fields)

@@ -7,6 +7,7 @@ in-process instead of a socket.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +17,17 @@ import httpx
 from servicekit.upstream import Upstream, translate, translate_mid_stream
 
 from runner.errors import InvalidRequest, ModelNotFound, UpstreamError
-from runner.wire import OllamaChunk, OllamaEmbedReply, OllamaEmbedRequest, OllamaEndpoint, OllamaRequest
+from runner.settle import TokenPace
+from runner.wire import (
+    OllamaChunk,
+    OllamaEmbedReply,
+    OllamaEmbedRequest,
+    OllamaEndpoint,
+    OllamaRequest,
+    chunk_extras,
+    chunk_text,
+    gathered,
+)
 
 # Metadata (tags, show, ps) answers at once in Ollama; a few seconds means it is in trouble.
 METADATA_TIMEOUT_S = 5.0
@@ -67,8 +78,10 @@ class OllamaClient:
         *,
         timeout: httpx.Timeout,
         transport: httpx.AsyncBaseTransport | None = None,
+        pace: TokenPace | None = None,
     ) -> None:
         self.base_url = base_url
+        self.pace = pace or TokenPace()  # the gaps between chunks, which size the settle
         self.name = f"Ollama at {base_url}"
         # One generation at a time: a few connections (the generation, a readiness probe) suffice.
         self._http = Upstream(base_url, timeout=timeout, transport=transport, max_connections=4)
@@ -120,13 +133,24 @@ class OllamaClient:
         return PreparedGeneration(self._http.request("POST", f"/api/{endpoint}", json_body=body), body["model"])
 
     async def generate(self, prepared: PreparedGeneration) -> OllamaChunk:
-        """A whole, non-streamed generation."""
-        try:
-            response = await self._http.send(prepared.request)
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name) from exc
-        _raise_for_status(response, response.content, prepared.model)
-        return _parse_chunk(response.content)
+        """A whole generation: streamed from Ollama and gathered here into one final chunk.
+
+        Never a non-streamed call: Ollama notices a closed request only when it writes its next
+        token, so a caller that gives up stops a streamed generation at once, while a
+        non-streamed one would run on to the end with the slot already given to the next request.
+        """
+        text: list[str] = []
+        thinking: list[str] = []
+        tool_calls: list[Any] = []
+        async with self.stream(prepared) as chunks:
+            async for chunk in chunks:
+                extras = chunk_extras(chunk)
+                text.append(chunk_text(chunk))
+                thinking.append(extras.get("thinking", ""))
+                tool_calls.extend(extras.get("tool_calls", []))
+                if chunk.get("done"):
+                    return gathered(chunk, "".join(text), "".join(thinking), tool_calls)
+        raise UpstreamError("Ollama ended the stream before the generation was done.")
 
     async def embed(self, prepared: PreparedGeneration) -> OllamaEmbedReply:
         try:
@@ -157,9 +181,14 @@ class OllamaClient:
             raise translate(exc, self.name) from exc
 
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[OllamaChunk]:
+        last: float | None = None
         try:
             async for line in response.aiter_lines():
                 if line.strip():
+                    now = time.perf_counter()
+                    if last is not None:
+                        self.pace.record(now - last)
+                    last = now
                     yield _parse_chunk(line)
         except httpx.HTTPError as exc:
             raise translate_mid_stream(exc, self.name) from exc

@@ -18,15 +18,19 @@ from dataclasses import dataclass
 
 from runner.errors import QueueFull, QueueTimeout
 from runner.hostlock import HostLock
+from runner.settle import Settle, SettlingHostLock
 
 RECENT_GENERATIONS = 20
 
 
 @dataclass(slots=True)
 class Ticket:
-    """What a holder learns about its wait."""
+    """What a holder learns about its wait, and tells the slot about its generation."""
 
     queue_ms: float
+    # Set by the holder once Ollama sent its final chunk. Left False (cancelled, failed), the
+    # slot settles before it passes on: Ollama may still be generating (see runner.settle).
+    ended_cleanly: bool = False
 
 
 class GenerationSlot:
@@ -34,11 +38,13 @@ class GenerationSlot:
         self,
         host_lock: HostLock,
         *,
+        settle: Settle | None = None,
         max_queue: int,
         poll_interval_s: float,
         generation_estimate_s: float,
     ) -> None:
-        self._host = host_lock
+        self._settle = settle or Settle(max_s=0.0, mark=None)
+        self._host = host_lock if settle is None else SettlingHostLock(host_lock, settle)
         self._max_queue = max_queue
         self._poll_interval_s = poll_interval_s
         self._default_estimate_s = generation_estimate_s
@@ -84,10 +90,8 @@ class GenerationSlot:
         if self._held_since is None and not self._live_waiters() and self._try_take_host_lock():
             # Free slot, nobody ahead anywhere: no queue, no dispatcher hop.
             self._held_since = time.perf_counter()
-            try:
-                yield Ticket(queue_ms=(self._held_since - arrived) * 1000)
-            finally:
-                self.release()
+            async with self._settled(Ticket(queue_ms=(self._held_since - arrived) * 1000)) as ticket:
+                yield ticket
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -108,10 +112,21 @@ class GenerationSlot:
                     queue_depth=len(self._waiters),
                 ) from None
             raise
+        async with self._settled(Ticket(queue_ms=(time.perf_counter() - arrived) * 1000)) as ticket:
+            yield ticket
+
+    @asynccontextmanager
+    async def _settled(self, ticket: Ticket) -> AsyncIterator[Ticket]:
+        """Hold the granted slot; settle first after a dead holder, and before releasing after a bad end."""
         try:
-            yield Ticket(queue_ms=(time.perf_counter() - arrived) * 1000)
+            await self._settle.before_first_send_after_takeover()
+            yield ticket
         finally:
-            self.release()
+            try:
+                if not ticket.ended_cleanly:
+                    await self._settle.after_abnormal_end()
+            finally:
+                self.release()
 
     def release(self) -> None:
         if self._held_since is None:

@@ -100,9 +100,12 @@ class StreamDone(TypedDict):
     timings: Timings
 
 
-def ollama_request(model: str, request: GenerationRequest, *, stream: bool) -> tuple[OllamaEndpoint, OllamaRequest]:
-    """Choose the endpoint and build its body: ``prompt`` → /api/generate, ``messages`` → /api/chat."""
-    body: OllamaRequest = {"model": model, "stream": stream}
+def ollama_request(model: str, request: GenerationRequest) -> tuple[OllamaEndpoint, OllamaRequest]:
+    """Choose the endpoint and build its body: ``prompt`` → /api/generate, ``messages`` → /api/chat.
+
+    Always streamed, whatever the client asked: see :meth:`runner.ollama.OllamaClient.generate`.
+    """
+    body: OllamaRequest = {"model": model, "stream": True}
     if "options" in request:
         body["options"] = request["options"]
     if "keep_alive" in request:
@@ -147,6 +150,21 @@ def chunk_extras(chunk: OllamaChunk) -> Extras:
     if isinstance(tool_calls, list) and tool_calls:
         extras["tool_calls"] = tool_calls
     return extras
+
+
+def gathered(final: OllamaChunk, text: str, thinking: str, tool_calls: list[Any]) -> OllamaChunk:
+    """A stream's final chunk carrying what the whole stream said, as a non-streamed answer would."""
+    if "message" in final:
+        message = {**final["message"], "content": text}
+        if thinking:
+            message["thinking"] = thinking
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        return {**final, "message": message}
+    whole: OllamaChunk = {**final, "response": text}
+    if thinking:
+        whole["thinking"] = thinking
+    return whole
 
 
 def _ms(ns: int | None) -> float:
