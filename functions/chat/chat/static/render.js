@@ -1,4 +1,4 @@
-// Everything a person or a model wrote becomes text nodes, never HTML: no innerHTML anywhere.
+// Everything a person or a model wrote becomes text nodes (textContent), never parsed as HTML.
 // The one bit of Markdown understood is the code fence (```), shown as a code block; line
 // breaks are kept by CSS (white-space: pre-wrap).
 
