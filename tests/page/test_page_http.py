@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +126,12 @@ def test_on_aws_the_page_and_its_assets_come_through_the_lambda_handler(tmp_path
     settings = Settings(runner_function="stack-Runner", state=StateSettings(directory=str(tmp_path / "s")))
     # Nothing here reaches the runner function or AWS's control plane: both would fail loudly.
     unreachable = httpx.MockTransport(lambda request: httpx.Response(599))
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]]
     handler = lambda_handler(create_app(settings, runner_transport=unreachable, readiness=NotAsked()))
     context = LambdaContext(function_name="chat-function")
 
     def get(path: str, accept: str = "*/*") -> tuple[int, dict[str, str], bytes]:
-        reply = handler(api_gateway_event("GET", path, headers={"accept": accept}), context)
+        reply = handler(dict(api_gateway_event("GET", path, headers={"accept": accept})), context)
         body = reply["body"].encode()
         return reply["statusCode"], reply["headers"], base64.b64decode(body) if reply["isBase64Encoded"] else body
 
