@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -126,8 +126,8 @@ def test_on_aws_the_page_and_its_assets_come_through_the_lambda_handler(tmp_path
     settings = Settings(runner_function="stack-Runner", state=StateSettings(directory=str(tmp_path / "s")))
     # Nothing here reaches the runner function or AWS's control plane: both would fail loudly.
     unreachable = httpx.MockTransport(lambda request: httpx.Response(599))
-    handler: Callable[[dict[str, Any], Any], dict[str, Any]]
-    handler = lambda_handler(create_app(settings, runner_transport=unreachable, readiness=NotAsked()))
+    app = create_app(settings, runner_transport=unreachable, readiness=NotAsked())
+    handler = cast(Callable[[dict[str, Any], Any], dict[str, Any]], lambda_handler(app))
     context = LambdaContext(function_name="chat-function")
 
     def get(path: str, accept: str = "*/*") -> tuple[int, dict[str, str], bytes]:
