@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit bench clean
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
+
+.PHONY: up test lint typecheck unit browser bench clean
 
 # Create the virtualenv and install the project with its dev tools; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -23,7 +26,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# The chat page's tests drive the distribution's Chromium, never a browser download: installed
+# with apt when missing (CI runs as root); where that cannot be done, stop and say how.
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Chromium (apt) for the chat page's browser tests"; \
+	    apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends chromium >/dev/null; \
+	  fi; }
+	@test -x $(CHROMIUM) || { echo "The chat page's tests need Chromium at $(CHROMIUM): install it \
+	(sudo apt-get install -y chromium) or set CHROMIUM=/path/to/chromium." >&2; exit 1; }
+
+unit: $(STAMP) browser
 	$(BIN)/pytest
 
 test: lint typecheck unit
