@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  chat    {chat_url}  (POST /chat, GET /readyz, GET /openapi.json)")
         curl = f"curl -s {chat_url}/chat -H 'Content-Type: application/json'"
         say(f'  {curl} -d \'{{"prompt": "Why is the sky blue?"}}\'')
+        say(f"  or open {chat_url}/ in a browser: the chat page")
         say("Ctrl-C stops everything.")
         return supervise(children, stop)
     except (StartupError, ConfigError) as exc:
