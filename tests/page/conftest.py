@@ -27,15 +27,17 @@ class Stack:
     key: str
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped: sync Playwright runs an event loop in this thread while it is started, and
+    the asyncio tests of later modules need the thread free of it."""
     with sync_playwright() as playwright:
         browser = launch(playwright)
         yield browser
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("page-stack") / "state"
     fake = FakeOllama()

@@ -132,6 +132,15 @@ def test_stop_closes_the_ollama_request(browser: Browser, stack: Stack, ollama: 
     ollama.faults.tokens, ollama.faults.token_delay_s = 2, 0
     ask(page, "next one")  # the slot was freed
     expect(page.locator("#log .message.assistant .body").last).to_have_text("next one")
+    ollama.faults.tokens, ollama.faults.token_delay_s = 500, 0.05
+    ask(page, "talk again")
+    until(lambda: len(answers(page)) == 3 and bool(answers(page)[-1]), what="the third answer's first words")
+    page.get_by_role("button", name="New chat").click()  # stops it too; its words stay out of the new chat
+    until(lambda: ollama.recorder.abandoned == 2, timeout_s=3, what="Ollama's second request closed")
+    idle(page)
+    page.reload()
+    page.locator("body[data-ready]").wait_for()
+    assert answers(page) == []
     assert ollama.recorder.peak == 1
 
 

@@ -82,7 +82,7 @@ ui.model.addEventListener("change", () => {
   conversation.model = ui.model.value;
   saveConversation(conversation);
 });
-ui.system.addEventListener("change", () => {
+ui.system.addEventListener("input", () => {
   conversation.system = ui.system.value;
   saveConversation(conversation);
 });
@@ -123,7 +123,8 @@ function showError(body, error) {
     });
     box.append(wait, retry);
   }
-  body.replaceChildren(box);
+  body.querySelectorAll(".queued").forEach((node) => node.remove());
+  body.append(box); // after what had arrived, if the stream broke midway
 }
 
 async function generate() {
@@ -137,8 +138,9 @@ async function generate() {
   running = controller;
   setBusy(true);
   let answer = "";
-  const request = { messages: conversation.messages, model: conversation.model || undefined };
-  if (conversation.system.trim()) request.system = conversation.system;
+  const thread = conversation; // "New chat" may replace it meanwhile: the answer belongs here
+  const request = { messages: thread.messages, model: thread.model || undefined };
+  if (thread.system.trim()) request.system = thread.system;
   const talk = config.streaming ? streamChat : runJob;
   try {
     answer = await talk({
@@ -159,13 +161,13 @@ async function generate() {
     });
     item.classList.remove("pending");
     setStatus("");
-    conversation.messages.push({ role: "assistant", content: answer });
+    thread.messages.push({ role: "assistant", content: answer });
   } catch (error) {
     item.classList.remove("pending");
     if (controller.signal.aborted) {
       setStatus("Stopped.");
       item.classList.add("stopped");
-      if (answer) conversation.messages.push({ role: "assistant", content: answer });
+      if (answer) thread.messages.push({ role: "assistant", content: answer });
       else item.remove();
     } else if (error instanceof ApiError && error.status === 401) {
       item.remove();
@@ -179,7 +181,7 @@ async function generate() {
   } finally {
     if (running === controller) running = null;
     setBusy(false);
-    saveConversation(conversation);
+    if (thread === conversation) saveConversation(conversation);
   }
 }
 
