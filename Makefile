@@ -4,10 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-CHROMIUM ?= /usr/bin/chromium
-export CHROMIUM
-
-.PHONY: up test lint typecheck unit browser bench clean
+.PHONY: up test lint typecheck unit bench clean
 
 # Create the virtualenv and install the project with its dev tools; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -15,6 +12,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m local setup
 	touch $(STAMP)
+
+# System packages the suite needs, from Debian: caddy (tests/deploy/test_caddy.py runs the real
+# deploy/Caddyfile) and chromium (tests/page/ drive the chat page in it: the distribution's
+# browser, never a browser download; CHROMIUM names another). Installed once with apt-get;
+# without apt this stops here and says why.
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
+SYSTEM_STAMP := $(VENV)/.system-packages
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(SYSTEM_STAMP): $(STAMP)
+	@missing=""; command -v caddy >/dev/null || missing="caddy"; test -x $(CHROMIUM) || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null || { echo "make: the tests need$$missing (Debian: apt-get install -y$$missing); apt-get is not available here, install them yourself" >&2; exit 1; }; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; }; \
+	fi
+	@command -v caddy >/dev/null || { echo "make: caddy is still missing after apt-get" >&2; exit 1; }
+	@test -x $(CHROMIUM) || { echo "make: no Chromium at $(CHROMIUM) after apt-get (apt-get install -y chromium, or set CHROMIUM=/path/to/chromium)" >&2; exit 1; }
+	touch $(SYSTEM_STAMP)
 
 up: $(STAMP)
 	$(BIN)/python -m local up
@@ -26,19 +41,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The chat page's tests drive the distribution's Chromium, never a browser download: installed
-# with apt when missing (CI runs as root); where that cannot be done, stop and say how.
-browser:
-	@test -x $(CHROMIUM) || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Chromium (apt) for the chat page's browser tests"; \
-	    apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends chromium >/dev/null; \
-	  fi; }
-	@test -x $(CHROMIUM) || { echo "The chat page's tests need Chromium at $(CHROMIUM): install it \
-	(sudo apt-get install -y chromium) or set CHROMIUM=/path/to/chromium." >&2; exit 1; }
-
-unit: $(STAMP) browser
+unit: $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -24,6 +24,7 @@ CHAT_ENV = {
     "RUNNER_INVOKE_READ_TIMEOUT_S": "901", "JOBS_TABLE": "jobs-table", "STATE_DIR": "/srv/state", "JOB_TTL_S": "600",
     "JOB_START_DEADLINE_S": "60", "AUTH": "required", "TRUST_PROXY_HEADERS": "yes", "KEY_CACHE_TTL_S": "2",
     "RUNNER_TOKEN": "t0ken", "PAGE_STREAMING": "on",
+    "METRICS_KEYS": "ops, grafana",
 }  # fmt: skip
 
 
@@ -45,6 +46,7 @@ def test_values_are_parsed() -> None:
     assert chat.runner_url == "http://runner:9000"
     assert chat.allowed_models == ("llama3.2", "tinyllama")
     assert chat.runner_timeout.read == 99
+    assert chat.metrics_keys == ("ops", "grafana")
     assert chat.page_streams  # PAGE_STREAMING=on, even with RUNNER_FUNCTION set
 
 

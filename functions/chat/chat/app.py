@@ -12,6 +12,9 @@ Every API goes through :class:`Chat`'s two ways to generate (:meth:`Chat.whole`,
 from __future__ import annotations
 
 import logging
+import os
+import shlex
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -23,7 +26,12 @@ from servicekit.disconnect import CancelOnDisconnect
 from servicekit.errors import ModelForbidden, exception_handlers_for
 from servicekit.generation import GenerationRequest, parse_generation_request
 from servicekit.jobs.store import JobStore
+from servicekit.observe.metrics import PrometheusMetrics
+from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics
+from servicekit.observe.record import record_of
+from servicekit.observe.settings import ObserveSettings
 from servicekit.requestid import RequestIdMiddleware, request_id_of
+from servicekit.state.factory import StateSettings
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.state.factory import key_store as build_key_store
 from servicekit.state.keys import KeyStore
@@ -40,6 +48,7 @@ from chat.dialects import error_renderer
 from chat.jobs_api import JobsEndpoints
 from chat.lambda_transport import LambdaInvokeTransport, boto3_lambda_client
 from chat.metadata import Metadata, RunnerMetadata, SettingsMetadata
+from chat.metrics_api import MetricsEndpoint
 from chat.models import MISSING, Models
 from chat.ollama_api import OllamaAPI
 from chat.openai_api import OpenAIAPI
@@ -101,7 +110,11 @@ class Chat:
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """A whole generation through the runner's slot: its reply, and the headers to pass on."""
         caller = caller_of(request.scope)
+        record = record_of(request.scope)
+        record.model, record.stream, record.prompt = model, False, generation.get("prompt")
         reply, headers = await self.runner.run(model, generation, request_id_of(request.scope), caller)
+        record.note_reply(model, reply)
+        record.answer = reply.get("response") if isinstance(reply.get("response"), str) else None
         return reply, _queue_wait(headers)
 
     async def open_stream(
@@ -113,6 +126,8 @@ class Chat:
         sent, so they keep their status codes.
         """
         caller = caller_of(request.scope)
+        record = record_of(request.scope)
+        record.model, record.stream, record.prompt = model, True, generation.get("prompt")
         async with AsyncExitStack() as stack:
             runner_stream = self.runner.stream(model, generation, request_id_of(request.scope), caller)
             lines, headers = await stack.enter_async_context(runner_stream)
@@ -130,7 +145,7 @@ class Chat:
             return JSONResponse(reply, headers=headers)
         fmt = stream_format(request.headers.get("accept", ""))
         lines, headers, cleanup = await self.open_stream(model, generation, request)
-        chunks = relay(lines, fmt, request_id_of(request.scope))
+        chunks = relay(lines, fmt, request_id_of(request.scope), record_of(request.scope))
         return ChunkStream(chunks, cleanup=cleanup, media_type=MEDIA_TYPES[fmt], headers=headers)
 
     async def healthz(self, request: Request) -> Response:
@@ -163,6 +178,13 @@ def readiness_for(settings: Settings, runner: RunnerClient) -> Readiness:
     return aws_readiness(settings.runner_function, settings.state.table, settings.runner_connect_timeout_s)
 
 
+def key_add_command(state: StateSettings) -> str:
+    """The command that adds a key where this chat reads keys (this interpreter, this store)."""
+    where = f"--table {state.table}" if state.table else ""
+    prefix = "" if state.table else f"STATE_DIR={shlex.quote(state.directory)} "
+    return f"{prefix}{shlex.quote(sys.executable)} -m chat.keys {where + ' ' if where else ''}add NAME"
+
+
 def create_app(
     settings: Settings,
     *,
@@ -170,7 +192,11 @@ def create_app(
     job_store: JobStore | None = None,
     key_store: KeyStore | None = None,
     readiness: Readiness | None = None,
+    observe: ObserveSettings | None = None,
+    metrics: PrometheusMetrics | None = None,
 ) -> Starlette:
+    observe = observe or ObserveSettings()
+    metrics = metrics or prometheus_metrics(observe)
     transport = runner_transport or runner_transport_for(settings)
     runner = RunnerClient(
         settings.runner_url, timeout=settings.runner_timeout, transport=transport, token=settings.runner_token
@@ -188,10 +214,16 @@ def create_app(
     page = Page(settings)
     ollama_api = OllamaAPI(chat, metadata, caller_needed, page)
     openai_api = OpenAIAPI(chat, metadata, caller_needed)
+    operator_routes = []
+    if metrics is not None:
+        scrape = MetricsEndpoint(
+            metrics, keys=settings.metrics_keys, multiprocess_dir=observe.multiprocess_dir, state=settings.state
+        )
+        operator_routes.append(Route("/metrics", scrape.metrics_text, methods=["GET"], middleware=caller_needed))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        logger.warning(await auth.startup_notice())
+        logger.warning(await auth.startup_notice(key_add_command(settings.state)))
         yield
         await runner.aclose()
 
@@ -206,8 +238,10 @@ def create_app(
             *ollama_api.routes(),
             *openai_api.routes(),
             *page.routes(),
+            *operator_routes,
         ],
         middleware=[
+            Middleware(ObserveRequests, service="chat", observers=observers_for("chat", observe, metrics)),
             Middleware(RequestIdMiddleware),
             Middleware(DeadlineMiddleware, deadline_s=settings.chat_deadline_s),
             Middleware(CancelOnDisconnect),
@@ -220,4 +254,4 @@ def create_app(
     return app
 
 
-app = create_app(Settings.from_env())
+app = create_app(Settings.from_env(), observe=ObserveSettings.from_env(os.environ))

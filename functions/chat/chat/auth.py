@@ -141,13 +141,17 @@ class Authenticator:
         client = scope.get("client")
         return str(client[0]) if client else "unknown"
 
-    async def startup_notice(self) -> str:
-        """One line for the log at start: how this chat decides who may call it."""
-        create = "create one with `python -m chat.keys add NAME`"
+    async def startup_notice(self, add_command: str = "python -m chat.keys add NAME") -> str:
+        """One line for the log at start: how this chat decides who may call it.
+
+        ``add_command`` is the exact command that adds a key this chat will see (its store named).
+        """
+        create = f"create one with `{add_command}`"
         if self.mode == "off":
             return "AUTH=off: no API key is needed; callers are told apart by their address."
         if await self.any_active():
-            return f"AUTH={self.mode}: every generation needs an API key."
+            setting = "AUTH=required" if self.mode == "required" else "AUTH is not set and API keys exist"
+            return f"{setting}: every generation needs an API key."
         if self.mode == "required":
             return f"AUTH=required and no API key exists yet: generations answer 401 until you {create}."
         return (

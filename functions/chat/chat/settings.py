@@ -57,6 +57,7 @@ class Settings:
     trust_proxy_headers: bool = False
     key_cache_ttl_s: float = DEFAULT_KEY_CACHE_TTL_S
     runner_token: str = ""  # RUNNER_TOKEN: shared with the runner (local, compose); unused on AWS
+    metrics_keys: tuple[str, ...] = ()  # METRICS_KEYS: names of the API keys that may read /metrics
     page_streaming: PageStreaming = "auto"
 
     def __post_init__(self) -> None:
@@ -110,5 +111,6 @@ class Settings:
             trust_proxy_headers=env_bool(env, "TRUST_PROXY_HEADERS", False),
             key_cache_ttl_s=env_float(env, "KEY_CACHE_TTL_S", DEFAULT_KEY_CACHE_TTL_S, minimum=0),
             runner_token=env_str(env, "RUNNER_TOKEN", ""),
+            metrics_keys=env_list(env, "METRICS_KEYS", ()),
             page_streaming=cast(PageStreaming, env_choice(env, "PAGE_STREAMING", "auto", PAGE_STREAMING_CHOICES)),
         )

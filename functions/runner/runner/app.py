@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,6 +30,10 @@ from servicekit.errors import (
 from servicekit.generation import parse_generation_request
 from servicekit.jobs.model import is_job_id
 from servicekit.jobs.store import JobStore
+from servicekit.observe.metrics import PrometheusMetrics
+from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics
+from servicekit.observe.record import RequestRecord, record_of
+from servicekit.observe.settings import ObserveSettings
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
@@ -47,7 +52,7 @@ from runner.jobs import JobRunner
 from runner.metadata import PATHS, MetadataCache, MetadataKind
 from runner.ollama import OllamaClient
 from runner.settings import Settings
-from runner.slot import GenerationSlot
+from runner.slot import GenerationSlot, Ticket
 from runner.wire import (
     EmbedReply,
     OllamaChunk,
@@ -87,12 +92,33 @@ def queue_timeout_s(settings: Settings, scope: Scope) -> float:
 class Runner:
     """The endpoints, over one Ollama client and one slot."""
 
-    def __init__(self, settings: Settings, ollama: OllamaClient, slot: GenerationSlot, jobs: JobRunner) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ollama: OllamaClient,
+        slot: GenerationSlot,
+        jobs: JobRunner,
+        metrics: PrometheusMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.ollama = ollama
         self.slot = slot
         self.jobs = jobs
         self.metadata_cache = MetadataCache(ollama)
+        self.metrics = metrics
+
+    @asynccontextmanager
+    async def _holding(self, timeout_s: float) -> AsyncIterator[Ticket]:
+        """The slot, with the slot_busy gauge up while it is held here."""
+        async with self.slot.hold(timeout_s) as ticket:
+            if self.metrics is None:
+                yield ticket
+                return
+            self.metrics.slot_busy.set(1)
+            try:
+                yield ticket
+            finally:
+                self.metrics.slot_busy.set(0)
 
     async def run(self, request: Request) -> Response:
         model = request.path_params["model"]
@@ -104,9 +130,12 @@ class Runner:
         prepared = self.ollama.prepare(*ollama_request(model, generation, stream=stream))
         budget = Budget.of(request)
         timeout_s = budget.cap(queue_timeout_s(self.settings, request.scope))
+        record = record_of(request.scope)
+        record.model, record.stream = model, stream
         if not stream:
-            async with self.slot.hold(timeout_s) as ticket:
+            async with self._holding(timeout_s) as ticket:
                 final = await budget.run(self.ollama.generate(prepared))
+            record.note_generation(model, final, ticket.queue_ms)
             # Let the next waiter (granted the slot just now) send its request to Ollama before
             # this reply is encoded and written: the handoff gap is Ollama's idle time.
             await asyncio.sleep(0)
@@ -124,10 +153,10 @@ class Runner:
         # queue or an unknown model is still a proper status; both stay open until the
         # stream ends, and ChunkStream closes them whatever happens.
         async with AsyncExitStack() as stack:
-            ticket = await stack.enter_async_context(self.slot.hold(timeout_s))
+            ticket = await stack.enter_async_context(self._holding(timeout_s))
             chunks = await budget.run(stack.enter_async_context(self.ollama.stream(prepared)))
             cleanup = stack.pop_all()
-        lines = self._stream_lines(chunks, budget, ticket.queue_ms, request_id_of(request.scope))
+        lines = self._stream_lines(chunks, budget, ticket.queue_ms, request_id_of(request.scope), record)
         return ChunkStream(
             lines,
             cleanup=cleanup,
@@ -137,7 +166,7 @@ class Runner:
 
     @staticmethod
     async def _stream_lines(
-        chunks: AsyncIterator[OllamaChunk], budget: Budget, queue_ms: float, request_id: str
+        chunks: AsyncIterator[OllamaChunk], budget: Budget, queue_ms: float, request_id: str, record: RequestRecord
     ) -> AsyncGenerator[bytes, None]:
         try:
             while True:
@@ -147,6 +176,7 @@ class Runner:
                 except StopAsyncIteration:
                     break
                 if chunk.get("done"):
+                    record.note_generation(record.model, chunk, queue_ms)
                     yield json_line(done_of(chunk, queue_ms))
                     return
                 delta: StreamDelta = {"response": chunk_text(chunk), **chunk_extras(chunk)}
@@ -155,6 +185,7 @@ class Runner:
             raise UpstreamError("Ollama ended the stream before the generation was done.")
         except ServiceError as exc:
             # The status line is long gone: the error is the stream's last line.
+            record.error_code = exc.code
             yield json_line(error_envelope(exc, request_id))
 
     async def embed(self, request: Request) -> Response:
@@ -166,7 +197,7 @@ class Runner:
         embedding = parse_embedding_request(data, max_prompt_chars=self.settings.max_prompt_chars)
         prepared = self.ollama.prepare(*ollama_embed_request(model, embedding))
         budget = Budget.of(request)
-        async with self.slot.hold(budget.cap(queue_timeout_s(self.settings, request.scope))) as ticket:
+        async with self._holding(budget.cap(queue_timeout_s(self.settings, request.scope))) as ticket:
             answer = await budget.run(self.ollama.embed(prepared))
         reply: EmbedReply = {
             "model": model,
@@ -229,7 +260,11 @@ class Runner:
                     f"{self.ollama.name} does not have the model '{model}': pull it with `ollama pull {model}`."
                 )
         except UpstreamError as exc:
+            if self.metrics is not None:
+                self.metrics.ollama_up.set(0)
             raise NotReady(f"Ollama is not ready: {exc.message}") from exc
+        if self.metrics is not None:
+            self.metrics.ollama_up.set(1)
         ready = {
             "status": "ok",
             "ollama_version": version,
@@ -245,7 +280,11 @@ def create_app(
     ollama_transport: httpx.AsyncBaseTransport | None = None,
     host_lock: HostLock | None = None,
     job_store: JobStore | None = None,
+    observe: ObserveSettings | None = None,
+    metrics: PrometheusMetrics | None = None,
 ) -> Starlette:
+    observe = observe or ObserveSettings()
+    metrics = metrics or prometheus_metrics(observe)
     ollama = OllamaClient(settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport)
     slot = GenerationSlot(
         host_lock or FileHostLock(settings.lock_path),
@@ -254,7 +293,7 @@ def create_app(
         generation_estimate_s=settings.generation_estimate_s,
     )
     jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama)
-    runner = Runner(settings, ollama, slot, jobs)
+    runner = Runner(settings, ollama, slot, jobs, metrics)
 
     chat_only = [Middleware(ChatOnly, token=settings.runner_token)]
 
@@ -275,7 +314,11 @@ def create_app(
             Route("/healthz", runner.healthz, methods=["GET"]),
             Route("/readyz", runner.readyz, methods=["GET"]),
         ],
-        middleware=[Middleware(RequestIdMiddleware), Middleware(CancelOnDisconnect)],
+        middleware=[
+            Middleware(ObserveRequests, service="runner", observers=observers_for("runner", observe, metrics)),
+            Middleware(RequestIdMiddleware),
+            Middleware(CancelOnDisconnect),
+        ],
         exception_handlers=dict(exception_handlers),
         lifespan=lifespan,
     )
@@ -283,4 +326,4 @@ def create_app(
     return app
 
 
-app = create_app(Settings.from_env())
+app = create_app(Settings.from_env(), observe=ObserveSettings.from_env(os.environ))

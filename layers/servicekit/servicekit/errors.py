@@ -6,6 +6,7 @@
     ├── ClientError                   4xx: the request is wrong; retrying it unchanged will fail again
     │   ├── Unauthorized              401 unauthorized + WWW-Authenticate: Bearer
     │   ├── ModelForbidden            403 model_forbidden: the caller's key does not allow this model
+    │   ├── Forbidden                 403 forbidden: the caller may not use this route (/metrics)
     │   ├── InvalidJSON               400 invalid_json
     │   ├── InvalidRequest            422 invalid_request
     │   ├── BodyTooLarge              413 body_too_large
@@ -46,6 +47,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from servicekit.observe.record import note_error_code
 from servicekit.requestid import request_id_of
 
 logger = logging.getLogger("servicekit.errors")
@@ -101,6 +103,13 @@ class Unauthorized(ClientError):
 class ModelForbidden(ClientError):
     status = 403
     code = "model_forbidden"
+
+
+class Forbidden(ClientError):
+    """A valid caller that may not use this route (``/metrics`` without a METRICS_KEYS key)."""
+
+    status = 403
+    code = "forbidden"
 
 
 class InvalidJSON(ClientError):
@@ -243,6 +252,7 @@ def exception_handlers_for(renderer_for: Callable[[str], BodyRenderer]) -> Mappi
     """Starlette exception handlers whose bodies take the shape ``renderer_for(path)`` chooses."""
 
     def respond(request: Request, error: ServiceError, extra_headers: Mapping[str, str] | None = None) -> Response:
+        note_error_code(request.scope, error.code)  # for the request's log line and metrics
         response = error_response(error, request_id_of(request.scope), renderer_for(request.url.path))
         response.headers.update(extra_headers or {})
         return response
