@@ -20,6 +20,7 @@ from bench.dialects import Overhead, litellm_overhead, medians, openai_overhead
 from bench.extra import first_response_ms, import_ms, overload, peak_rss_mb, python_processes, slot_handoff_ms
 from bench.measure import Latency, burst, first_byte_ms, median, sequential_ms
 from bench.observe import observe_cost_multiprocess_us, observe_cost_us
+from bench.page import measure as first_token_page_and_curl
 from bench.settle import settle_after_drops
 from bench.stack import stack
 from bench.state_store import job_round_trip_ms
@@ -244,6 +245,10 @@ async def run(quick: bool) -> list[Row]:
     rows.append(Row("log line + metrics per request p99 (in-process)", p99_us / 1000, "ms", "(report)", None))
     p50_us, _ = observe_cost_multiprocess_us()
     rows.append(Row("same, multiprocess mode (mmap files) p50", p50_us / 1000, "ms", "<= 0.1", p50_us / 1000 <= 0.1))
+    # The chat page in Chromium against curl, same stack (sync Playwright: in a thread of its own).
+    page, curl = await asyncio.to_thread(first_token_page_and_curl, 10 if quick else 30)
+    rows.append(Row("time to first token in the chat page, p50", median(page), "ms", "(report)", None))
+    rows.append(Row("time to first token with curl (same stack), p50", median(curl), "ms", "(report)", None))
     return rows
 
 

@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         add = f"STATE_DIR={shlex.quote(plan.state_dir)} {shlex.quote(sys.executable)} -m chat.keys add NAME"
         say(f"  API keys exist: put yours in KEY; another with: {add}" if keys_exist else
             f"  no API key needed until one exists; make one (and require them) with: {add}")  # fmt: skip
+        say(f"  or open {chat_url}/ in a browser: the chat page")
         say("Ctrl-C stops everything.")
         return supervise(children, stop)
     except (StartupError, ConfigError) as exc:

@@ -23,7 +23,7 @@ CHAT_ENV = {
     "RUNNER_CONNECT_TIMEOUT_S": "0.5", "RUNNER_FUNCTION": "stack-Runner", "CHAT_DEADLINE_S": "20",
     "RUNNER_INVOKE_READ_TIMEOUT_S": "901", "JOBS_TABLE": "jobs-table", "STATE_DIR": "/srv/state", "JOB_TTL_S": "600",
     "JOB_START_DEADLINE_S": "60", "AUTH": "required", "TRUST_PROXY_HEADERS": "yes", "KEY_CACHE_TTL_S": "2",
-    "RUNNER_TOKEN": "t0ken",
+    "RUNNER_TOKEN": "t0ken", "PAGE_STREAMING": "on",
     "METRICS_KEYS": "ops, grafana",
 }  # fmt: skip
 
@@ -47,6 +47,15 @@ def test_values_are_parsed() -> None:
     assert chat.allowed_models == ("llama3.2", "tinyllama")
     assert chat.runner_timeout.read == 99
     assert chat.metrics_keys == ("ops", "grafana")
+    assert chat.page_streams  # PAGE_STREAMING=on, even with RUNNER_FUNCTION set
+
+
+@pytest.mark.parametrize(
+    ("env", "streams"),
+    [({}, True), ({"RUNNER_FUNCTION": "stack-Runner"}, False), ({"PAGE_STREAMING": "off"}, False)],
+)
+def test_the_page_streams_except_on_aws_unless_told(env: dict[str, str], streams: bool) -> None:
+    assert ChatSettings.from_env(env).page_streams is streams
 
 
 @pytest.mark.parametrize(

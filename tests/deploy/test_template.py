@@ -87,6 +87,7 @@ def test_http_api_routes_go_to_chat_only(cfn: dict[str, Any]) -> None:
         ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
         ("ANY", "/"), ("ANY", "/api/{proxy+}"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
         ("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/v1/models/{id}"),
+        ("GET", "/static/{proxy+}"), ("GET", "/v1/config"),
     }  # fmt: skip
     assert "Events" not in template["Resources"]["RunnerFunction"]["Properties"]
     api = resources_of_type(cfn, "AWS::ApiGatewayV2::Api")
@@ -94,7 +95,7 @@ def test_http_api_routes_go_to_chat_only(cfn: dict[str, Any]) -> None:
     paths = api["ChatApi"]["Properties"]["Body"]["paths"]
     assert set(paths) == {"/chat", "/healthz", "/readyz", "/openapi.json", "/v1/jobs", "/v1/jobs/{id}", "/",
                           "/api/{proxy+}", "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
-                          "/v1/models", "/v1/models/{id}"}  # fmt: skip
+                          "/v1/models", "/v1/models/{id}", "/static/{proxy+}", "/v1/config"}  # fmt: skip
     for operations in paths.values():
         for operation in operations.values():
             uri = json.dumps(operation["x-amazon-apigateway-integration"]["uri"])

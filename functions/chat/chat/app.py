@@ -1,6 +1,7 @@
 """Chat's ASGI app: ``POST /chat``, the jobs API (``/v1/jobs``), Ollama's API (``/api/*``, ``/``),
 OpenAI's (``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models``),
-``GET /healthz``, ``/readyz``, ``/openapi.json``.
+``GET /healthz``, ``/readyz``, ``/openapi.json``, and the chat page (``GET /`` for browsers,
+``/static/…``, ``/v1/config``).
 
 ``app`` is built from the environment at import: one runner client and one key cache per process.
 The routing table says which routes need a caller (``Authenticate``); the others are public.
@@ -52,6 +53,7 @@ from chat.models import MISSING, Models
 from chat.ollama_api import OllamaAPI
 from chat.openai_api import OpenAIAPI
 from chat.openapi import openapi_document
+from chat.page import Page
 from chat.readiness import Readiness, RunnerReadiness, aws_readiness
 from chat.runner_client import RunnerClient
 from chat.settings import Settings
@@ -209,7 +211,8 @@ def create_app(
     )
     caller_needed = [Middleware(Authenticate, auth=auth)]
     metadata = metadata_for(settings, runner, chat.models)
-    ollama_api = OllamaAPI(chat, metadata, caller_needed)
+    page = Page(settings)
+    ollama_api = OllamaAPI(chat, metadata, caller_needed, page)
     openai_api = OpenAIAPI(chat, metadata, caller_needed)
     operator_routes = []
     if metrics is not None:
@@ -234,6 +237,7 @@ def create_app(
             Route("/v1/jobs/{job_id}", jobs.job, methods=["GET", "DELETE"], middleware=caller_needed),
             *ollama_api.routes(),
             *openai_api.routes(),
+            *page.routes(),
             *operator_routes,
         ],
         middleware=[

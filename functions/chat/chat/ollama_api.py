@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from chat.dialects import ollama, runner_events
 from chat.metadata import Metadata
 from chat.models import MISSING
+from chat.page import Page, wants_html
 
 if TYPE_CHECKING:
     from chat.app import Chat
@@ -30,17 +31,18 @@ MANAGEMENT = {"/api/pull": ["POST"], "/api/push": ["POST"], "/api/create": ["POS
               "/api/delete": ["DELETE"], "/api/blobs/{digest}": ["POST", "HEAD"]}  # fmt: skip
 
 
-def root_representation(request: Request) -> Response:
-    """``GET /``: what Ollama answers, so tools that probe for "Ollama is running" find it.
-
-    The one place to negotiate on ``Accept`` if browsers are to get a page here one day.
-    """
-    return PlainTextResponse(RUNNING)
+def root_representation(request: Request, page: Page) -> Response:
+    """``GET /``: the chat page for browsers (``Accept: text/html``), else what Ollama answers, so
+    tools that probe for "Ollama is running" find it. Either way it varies on ``Accept``."""
+    if wants_html(request.headers.get("accept", "")):
+        return page.response(request)
+    return PlainTextResponse(RUNNING, headers={"Vary": "Accept"})
 
 
 class OllamaAPI:
-    def __init__(self, chat: Chat, metadata: Metadata, caller_needed: list[Middleware]) -> None:
+    def __init__(self, chat: Chat, metadata: Metadata, caller_needed: list[Middleware], page: Page) -> None:
         self.chat = chat
+        self.page = page
         self.metadata = metadata
         self.caller_needed = caller_needed
         self.max_prompt_chars = chat.settings.max_prompt_chars
@@ -50,7 +52,7 @@ class OllamaAPI:
         (``/``, ``/api/version``) and the refusals of management are public."""
         keyed = self.caller_needed
         return [
-            Route("/", root_representation, methods=["GET"]),  # HEAD is served with GET
+            Route("/", self.root, methods=["GET"]),  # HEAD is served with GET
             Route("/api/chat", self.chat_endpoint, methods=["POST"], middleware=keyed),
             Route("/api/generate", self.generate, methods=["POST"], middleware=keyed),
             Route("/api/embed", self.embed, methods=["POST"], middleware=keyed),
@@ -61,6 +63,9 @@ class OllamaAPI:
             Route("/api/version", self.version, methods=["GET"]),
             *(Route(path, self.management, methods=methods) for path, methods in MANAGEMENT.items()),
         ]
+
+    async def root(self, request: Request) -> Response:
+        return root_representation(request, self.page)
 
     async def chat_endpoint(self, request: Request) -> Response:
         return await self._generate(request, chat=True)

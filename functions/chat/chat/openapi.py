@@ -9,7 +9,7 @@ from chat.openapi_dialects import dialect_components, dialect_paths
 from chat.openapi_schemas import component_schemas
 from chat.settings import Settings
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", *DIALECT_PUBLIC_PATHS})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/v1/config", *DIALECT_PUBLIC_PATHS})
 
 ERROR_STATUSES = {
     "400": "The body is not JSON (`invalid_json`).",
@@ -180,6 +180,13 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "operationId": "readyz",
                     "summary": "Readiness: the runner and Ollama answer.",
                     "responses": {**health, "503": _error("The runner or Ollama is not ready (`not_ready`).")},
+                }
+            },
+            "/v1/config": {
+                "get": {
+                    "operationId": "pageConfig",
+                    "summary": "What the chat page adapts to: stream from `/chat`, or poll the jobs API.",
+                    "responses": {"200": _json("The capabilities.", "PageConfig")},
                 }
             },
             **dialect_paths(),

@@ -77,9 +77,15 @@ def dialect_paths() -> dict[str, Any]:
         "/": {
             "get": {
                 "operationId": "ollamaRoot",
-                "summary": 'Ollama\'s probe: "Ollama is running" (HEAD too).',
+                "summary": 'Ollama\'s probe: "Ollama is running" (HEAD too); the chat page for `Accept: text/html`.',
                 "responses": {
-                    "200": {"description": "Running.", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                    "200": {
+                        "description": "Running (or the page).",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "text/html": {"schema": {"type": "string"}},
+                        },
+                    }
                 },
             }
         },

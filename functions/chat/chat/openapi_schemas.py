@@ -185,6 +185,18 @@ def component_schemas(settings: Settings) -> dict[str, Any]:
                 "queue_position": {"type": ["integer", "null"], "description": "Where a queued job waits, when known."},
             },
         },
+        "PageConfig": {
+            "type": "object",
+            "required": ["streaming", "max_prompt_chars"],
+            "additionalProperties": False,
+            "properties": {
+                "streaming": {
+                    "type": "boolean",
+                    "description": "false: the page uses the jobs API instead of a streamed /chat (on AWS).",
+                },
+                "max_prompt_chars": {"type": "integer", "minimum": 1},
+            },
+        },
         "Error": {
             "type": "object",
             "required": ["error"],
