@@ -27,7 +27,13 @@ def ollama_requests(settings: Settings, internal: dict[str, Any], model: dict[st
     embed_input = {"anyOf": [text, {"type": "array", "minItems": 1, "maxItems": MAX_INPUTS, "items": text}]}
     # Ollama reads a null option as not set (LangChain sends them): each option may be null here.
     options = contract_components(settings)["Options"]
-    fields["options"] = {**options, "properties": {k: nullable(v) for k, v in options["properties"].items()}}
+    # A null option is "not set" in Ollama's API, whatever its name (LangChain sends every option it
+    # knows, mostly null): any name may be null; only the contract's options may have a value.
+    fields["options"] = {
+        **options,
+        "properties": {k: nullable(v) for k, v in options["properties"].items()},
+        "additionalProperties": {"type": "null"},
+    }
     common = {name: fields[name] for name in ("model", "options", "keep_alive")}
     return {
         "OllamaChatRequest": {
