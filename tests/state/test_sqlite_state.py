@@ -69,14 +69,17 @@ def test_a_shared_state_dir_is_refused_when_the_store_is_built(tmp_path: Path) -
         job_store(settings)  # ... building the store does (at app start)
 
 
+TABLES = ["idempotency", "jobs", "keys", "queue_callers", "queue_clocks", "queue_models", "queue_tickets"]
+
+
 async def test_the_schema_is_migrated_once_and_versioned(database: StateDatabase) -> None:
     def tables(db: sqlite3.Connection) -> tuple[int, list[str], str]:
         names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         return schema.version(db), names, db.execute("PRAGMA journal_mode").fetchone()[0]
 
-    assert await database.read(tables) == (schema.LATEST, ["idempotency", "jobs", "keys"], "wal")
+    assert await database.read(tables) == (schema.LATEST, TABLES, "wal")
     again = StateDatabase(database.directory)  # another process opening it: nothing to do
-    assert await again.read(tables) == (schema.LATEST, ["idempotency", "jobs", "keys"], "wal")
+    assert await again.read(tables) == (schema.LATEST, TABLES, "wal")
     again.close()
 
 

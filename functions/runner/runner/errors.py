@@ -1,4 +1,4 @@
-"""The runner's errors: the shared tree (see :mod:`servicekit.errors`) plus its two queue refusals.
+"""The runner's errors: the shared tree (see :mod:`servicekit.errors`, where the queue's refusals live) plus one.
 
 ::
 
@@ -20,6 +20,8 @@ from servicekit.errors import (
     ClientError,
     InvalidRequest,
     ModelNotFound,
+    QueueFull,
+    QueueTimeout,
     ServiceError,
     UpstreamError,
     UpstreamTimeout,
@@ -39,14 +41,6 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
 ]
-
-
-class QueueFull(Busy):
-    code = "queue_full"
-
-
-class QueueTimeout(Busy):
-    code = "queue_timeout"
 
 
 class DeadlineExceeded(UpstreamTimeout):

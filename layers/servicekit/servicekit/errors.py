@@ -22,7 +22,11 @@
     │   └── ManagementRefused         403 management_refused: Ollama's pull/push/create/copy/delete/blobs
     ├── Busy                          503 + Retry-After: come back later
     │   ├── StateBusy                 503 state_busy: another process kept the state database locked
-    │   (runner: QueueFull, QueueTimeout; chat: RunnerBusy)
+    │   ├── QueueFull                 503 queue_full: MAX_QUEUE requests already wait
+    │   ├── QueueTimeout              503 queue_timeout: no slot within QUEUE_TIMEOUT_S
+    │   ├── TooManyWaiting            429 too_many_requests: the caller's max_waiting already wait
+    │   │                             (the fair queue's store, servicekit.queue, raises it)
+    │   (chat: RunnerBusy)
     ├── StateError                    500 state_error: the state database failed (SQLite)
     ├── NotReady                      503 not_ready: a readiness probe failed
     └── UpstreamError                 502 upstream_error: what we call failed
@@ -58,6 +62,7 @@ class ErrorBody(TypedDict):
     message: str
     request_id: str
     retry_after_s: NotRequired[int]
+    queue_position: NotRequired[int]
     queue_depth: NotRequired[int]
 
 
@@ -184,17 +189,22 @@ class Busy(ServiceError):
     status = 503
     code = "busy"
 
-    def __init__(self, message: str, *, retry_after_s: float, queue_depth: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after_s: float, queue_depth: int | None = None, queue_position: int | None = None
+    ) -> None:
         super().__init__(message)
         # Retry-After is whole seconds; never tell a client to retry at once.
         self.retry_after_s = max(1, math.ceil(retry_after_s))
         self.queue_depth = queue_depth
+        self.queue_position = queue_position
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
 
     def extra(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"retry_after_s": self.retry_after_s}
+        if self.queue_position is not None:
+            fields["queue_position"] = self.queue_position
         if self.queue_depth is not None:
             fields["queue_depth"] = self.queue_depth
         return fields
@@ -204,6 +214,23 @@ class StateBusy(Busy):
     """The state database stayed locked by another process for longer than a request waits."""
 
     code = "state_busy"
+
+
+class QueueFull(Busy):
+    """MAX_QUEUE requests already wait (``queue_position``: where this one would have stood)."""
+
+    code = "queue_full"
+
+
+class QueueTimeout(Busy):
+    code = "queue_timeout"
+
+
+class TooManyWaiting(Busy):
+    """This caller already has its ``max_waiting`` tickets waiting: a 429, retried after the oldest starts."""
+
+    status = 429
+    code = "too_many_requests"
 
 
 class StateError(ServiceError):

@@ -19,6 +19,8 @@ from servicekit.state.statedir import default_state_dir
 
 if TYPE_CHECKING:
     from servicekit.jobs.store import JobStore
+    from servicekit.queue.model import QueueLimits
+    from servicekit.queue.store import QueueStore
     from servicekit.state.keys import KeyStore
     from servicekit.state.sqlite import StateDatabase
 
@@ -84,3 +86,11 @@ def key_store(state: StateSettings) -> KeyStore:
     from servicekit.state.sqlite_keys import SqliteKeyStore
 
     return SqliteKeyStore(state_database(state.directory))
+
+
+def queue_store(state: StateSettings, limits: QueueLimits) -> QueueStore:
+    """The host's fair queue in the state database (servicekit.queue; the runner's slot does not use
+    it yet: issue 10 wires it in)."""
+    from servicekit.queue.sqlite_store import SqliteQueueStore
+
+    return SqliteQueueStore(state_database(state.directory), limits)

@@ -1,8 +1,7 @@
 """The state database's schema, as numbered migrations (``PRAGMA user_version`` is the number applied).
 
-Append a migration to add something (issue 10's queue tickets come next, as migration 2);
-never edit one that has shipped. Each runs in the same write transaction that records its
-number, so a process that dies mid-way leaves the database as it was.
+Append a migration to add something; never edit one that has shipped. Each runs in the same write
+transaction that records its number, so a process that dies mid-way leaves the database as it was.
 """
 
 from __future__ import annotations
@@ -43,6 +42,39 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (owner, key_hash)
     );
     CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
+    """,
+    # 2: the fair queue (servicekit.queue): tickets, each class's virtual clock, each caller's
+    # virtual finish per class, and each model's recent generation times (for ETAs).
+    """
+    CREATE TABLE queue_tickets (
+        seq          INTEGER PRIMARY KEY,       -- arrival order (above every ticket present)
+        id           TEXT NOT NULL UNIQUE,
+        caller       TEXT NOT NULL,
+        weight       INTEGER NOT NULL,
+        ticket_class TEXT NOT NULL,             -- interactive or batch
+        model        TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        vstart       REAL NOT NULL,             -- virtual start, fixed at enqueue
+        status       TEXT NOT NULL,             -- waiting or running
+        holder       TEXT,                      -- the process waiting for it, NULL for a job
+        lease_until  REAL,                      -- a held waiting ticket not renewed by then is dropped
+        started_at   REAL,
+        job_id       TEXT UNIQUE
+    );
+    CREATE TABLE queue_clocks (
+        ticket_class TEXT PRIMARY KEY,
+        vtime        REAL NOT NULL              -- the virtual start of the ticket that started last
+    );
+    CREATE TABLE queue_callers (
+        ticket_class TEXT NOT NULL,
+        caller       TEXT NOT NULL,
+        vfinish      REAL NOT NULL,
+        PRIMARY KEY (ticket_class, caller)
+    );
+    CREATE TABLE queue_models (
+        model        TEXT PRIMARY KEY,
+        recent       TEXT NOT NULL              -- a JSON list of recent generation times, seconds
+    );
     """,
 )
 

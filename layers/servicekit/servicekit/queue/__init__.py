@@ -1,0 +1,7 @@
+"""The fair queue in front of the one generation slot: tickets, their order, and where they are kept.
+
+- :mod:`.model` — a ticket, the order rules (classes, promotion, weighted fair queuing) and ETAs,
+  as pure functions both stores apply.
+- :mod:`.store` — the :class:`~.store.QueueStore` protocol (SQLite here, DynamoDB next).
+- :mod:`.sqlite_store` — tickets in the state database in STATE_DIR.
+"""
