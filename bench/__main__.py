@@ -16,8 +16,12 @@ from typing import Any
 import httpx
 
 from bench.auth import auth_check_us
+from bench.dialects import Overhead, litellm_overhead, medians, openai_overhead
 from bench.extra import first_response_ms, import_ms, overload, peak_rss_mb, python_processes, slot_handoff_ms
 from bench.measure import Latency, burst, first_byte_ms, median, sequential_ms
+from bench.observe import observe_cost_multiprocess_us, observe_cost_us
+from bench.page import measure as first_token_page_and_curl
+from bench.settle import settle_after_drops
 from bench.stack import stack
 from bench.state_store import job_round_trip_ms
 
@@ -42,30 +46,84 @@ async def added_latency(rounds: int, count: int) -> list[Row]:
     """chat -> runner -> fake over client -> fake, one request at a time, medians over rounds."""
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp)) as s:
         direct_body = {"model": "tinyllama", "prompt": "hi", "stream": False}
-        per_round: list[tuple[Latency, Latency, Latency, Latency]] = []
+        per_round: list[tuple[Latency, Latency, Latency, Latency, Latency]] = []
+        openai_rounds: list[Overhead] = []
         async with httpx.AsyncClient(timeout=30, headers=s.headers) as client:
             await sequential_ms(client, f"{s.chat_url}/chat", PROMPT, 100)  # warm up every hop
             await sequential_ms(client, f"{s.ollama_url}/api/generate", direct_body, 100)
+            await openai_overhead(client, s.ollama_url, s.chat_url, 50)
             for _ in range(rounds):
+                openai_rounds.append(await openai_overhead(client, s.ollama_url, s.chat_url, count))
                 direct = await sequential_ms(client, f"{s.ollama_url}/api/generate", direct_body, count)
+                direct_streamed = await sequential_ms(
+                    client, f"{s.ollama_url}/api/generate", {**direct_body, "stream": True}, count
+                )
                 chain = await sequential_ms(client, f"{s.chat_url}/chat", PROMPT, count)
                 direct_fb = await first_byte_ms(
                     client, f"{s.ollama_url}/api/generate", {**direct_body, "stream": True}, count // 4
                 )
                 chain_fb = await first_byte_ms(client, f"{s.chat_url}/chat", {**PROMPT, "stream": True}, count // 4)
-                per_round.append((Latency.of(direct), Latency.of(chain), Latency.of(direct_fb), Latency.of(chain_fb)))
+                per_round.append(
+                    (
+                        Latency.of(direct),
+                        Latency.of(chain),
+                        Latency.of(direct_fb),
+                        Latency.of(chain_fb),
+                        Latency.of(direct_streamed),
+                    )
+                )
+        litellm = await litellm_overhead(s.ollama_url, rounds, count)
 
     def med(pick: Any) -> float:
         return median([pick(r) for r in per_round])
 
     added = {p: med(lambda r, p=p: getattr(r[1], p) - getattr(r[0], p)) for p in ("p50", "p95", "p99")}
     ttfb = med(lambda r: r[3].p50 - r[2].p50)
+    openai = medians(openai_rounds)
+    if litellm is None:
+        litellm_rows = [Row("LiteLLM proxy: not installed (set LITELLM_BIN)", float("nan"), "ms", "(compare)", None)]
+    else:
+        litellm_rows = [
+            Row("LiteLLM proxy /v1/chat/completions added p50", litellm.added_p50_ms, "ms", "(compare)", None),
+            Row("LiteLLM proxy streaming added first byte p50", litellm.added_first_byte_p50_ms, "ms", "(compare)",
+                None),
+        ]  # fmt: skip
     return [
         Row("direct to fake Ollama p50", med(lambda r: r[0].p50), "ms", "(baseline)", None),
         Row("chat+runner added latency p50", added["p50"], "ms", "<= 1.5", added["p50"] <= 1.5),
         Row("chat+runner added latency p95", added["p95"], "ms", "<= 4", added["p95"] <= 4),
         Row("chat+runner added latency p99", added["p99"], "ms", "(report)", None),
+        # The runner asks Ollama to stream even for a non-streamed reply: what that costs at Ollama itself.
+        Row(
+            "direct to fake Ollama p50, streamed (as the runner asks)",
+            med(lambda r: r[4].p50),
+            "ms",
+            "(report)",
+            None,
+        ),
+        Row(
+            "chat+runner added latency p50 over a streamed direct call",
+            med(lambda r: r[1].p50 - r[4].p50),
+            "ms",
+            "(report)",
+            None,
+        ),
         Row("streaming added time to first byte p50", ttfb, "ms", "<= 2", ttfb <= 2),
+        Row(
+            "OpenAI /v1/chat/completions added latency p50",
+            openai.added_p50_ms,
+            "ms",
+            "<= 1.5",
+            openai.added_p50_ms <= 1.5,
+        ),
+        Row(
+            "OpenAI streaming added time to first byte p50",
+            openai.added_first_byte_p50_ms,
+            "ms",
+            "<= 2",
+            openai.added_first_byte_p50_ms <= 2,
+        ),
+        *litellm_rows,
     ]
 
 
@@ -106,6 +164,19 @@ async def handoff(workers: int, clients: int, per_client: int, token_delay_s: fl
         ),
         Row(f"peak RSS of a runner process, {label}", runner_rss, "MB", "<= 60", runner_rss <= 60),
         Row(f"peak RSS of chat, {label}", chat_rss, "MB", "<= 60", chat_rss <= 60),
+    ]
+
+
+async def settle(drops: int, token_delay_s: float) -> list[Row]:
+    """The price of one at a time at the edges: Ollama idles about one token interval after a drop."""
+    gaps, handoffs, peak = await settle_after_drops(drops, token_delay_s)
+    if peak != 1:
+        raise RuntimeError(f"dropped requests overlapped at Ollama: peak={peak}")
+    interval = f"{token_delay_s * 1000:g} ms tokens"
+    return [
+        Row(f"idle at Ollama after a dropped request, median ({interval})", median(gaps), "ms", "(report)", None),
+        Row(f"drop to next request at Ollama, median ({interval})", median(handoffs), "ms", "(report)", None),
+        Row("peak generations at Ollama over the drops", float(peak), "", "1", peak == 1),
     ]
 
 
@@ -160,12 +231,24 @@ async def run(quick: bool) -> list[Row]:
     rows += await state_store(200 if quick else 1000)
     for workers in (1, 4):
         rows += await handoff(workers, clients=32, per_client=2 if quick else 4, token_delay_s=0.005)
+    rows += await settle(drops=20 if quick else 50, token_delay_s=0.01)
     rows += await rejections(seconds=2.0 if quick else 4.0)
     rows += cold_start()
     p50_us, p99_us = await auth_check_us()
     rows.append(Row("auth check per request, cached key p50 (in-process)", p50_us / 1000, "ms", "<= 0.1",
                     p50_us / 1000 <= 0.1))  # fmt: skip
     rows.append(Row("auth check per request, cached key p99 (in-process)", p99_us / 1000, "ms", "(report)", None))
+    # Logs and metrics per request, per service (a /chat crosses two: chat and the runner).
+    p50_us, p99_us = await observe_cost_us()
+    rows.append(Row("log line + metrics per request p50 (in-process)", p50_us / 1000, "ms", "<= 0.1",
+                    p50_us / 1000 <= 0.1))  # fmt: skip
+    rows.append(Row("log line + metrics per request p99 (in-process)", p99_us / 1000, "ms", "(report)", None))
+    p50_us, _ = observe_cost_multiprocess_us()
+    rows.append(Row("same, multiprocess mode (mmap files) p50", p50_us / 1000, "ms", "<= 0.1", p50_us / 1000 <= 0.1))
+    # The chat page in Chromium against curl, same stack (sync Playwright: in a thread of its own).
+    page, curl = await asyncio.to_thread(first_token_page_and_curl, 10 if quick else 30)
+    rows.append(Row("time to first token in the chat page, p50", median(page), "ms", "(report)", None))
+    rows.append(Row("time to first token with curl (same stack), p50", median(curl), "ms", "(report)", None))
     return rows
 
 

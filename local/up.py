@@ -8,10 +8,13 @@ everything on Ctrl-C or SIGTERM, and stops the rest when one of them dies.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +29,7 @@ import httpx
 from chat.settings import DEFAULT_MODEL as CHAT_DEFAULT_MODEL
 from runner.settings import parse_ollama_host
 from servicekit.config import ConfigError, env_int, env_str
+from servicekit.state.factory import StateSettings, key_store
 from servicekit.state.statedir import open_private, private_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -194,6 +198,11 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     token = env.get("RUNNER_TOKEN") or secrets.token_urlsafe(32)
     write_runner_token(state_dir, token)
     base = {**env, "PYTHONUNBUFFERED": "1", "STATE_DIR": str(state_dir), "RUNNER_TOKEN": token}
+    # Metric samples of every process (chat's, and the runner workers' below them), emptied
+    # each run; chat's GET /metrics adds them up.
+    metrics_dir = state_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    private_dir(metrics_dir / "runner")
     if plan.external_ollama:
         ollama_url = plan.external_ollama
         say(f"using the Ollama that answers at {ollama_url}")
@@ -216,7 +225,8 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     runner_url = f"http://127.0.0.1:{plan.runner_port}"
     say(f"starting the runner ({plan.workers} worker{'s' if plan.workers > 1 else ''}) on {runner_url}")
     runner = Child("runner", uvicorn_command("runner", plan.runner_port, plan.bind, plan.workers),
-                   {**base, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": models["DEFAULT_MODEL"]})  # fmt: skip
+                   {**base, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": models["DEFAULT_MODEL"],
+                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / "runner")})  # fmt: skip
     children.append(runner)
     runner.start()
     wait_ready(runner, f"{runner_url}/readyz")
@@ -224,7 +234,8 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     chat_url = f"http://127.0.0.1:{plan.chat_port}"
     say(f"starting chat on {chat_url}")
     chat = Child("chat", uvicorn_command("chat", plan.chat_port, plan.bind),
-                 {**base, "RUNNER_URL": runner_url, **models})  # fmt: skip
+                 {**base, "RUNNER_URL": runner_url, **models,
+                  "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})  # fmt: skip
     children.append(chat)
     chat.start()
     wait_ready(chat, f"{chat_url}/readyz")
@@ -251,8 +262,15 @@ def main(argv: list[str] | None = None) -> int:
         chat_url = start_stack(plan, dict(os.environ), children)
         say("ready:")
         say(f"  chat    {chat_url}  (POST /chat, GET /readyz, GET /openapi.json)")
+        keys_exist = asyncio.run(key_store(StateSettings(directory=plan.state_dir)).any_active())
         curl = f"curl -s {chat_url}/chat -H 'Content-Type: application/json'"
+        if keys_exist:  # chat needs one now (see README, Keys and callers)
+            curl += ' -H "Authorization: Bearer $KEY"'
         say(f'  {curl} -d \'{{"prompt": "Why is the sky blue?"}}\'')
+        add = f"STATE_DIR={shlex.quote(plan.state_dir)} {shlex.quote(sys.executable)} -m chat.keys add NAME"
+        say(f"  API keys exist: put yours in KEY; another with: {add}" if keys_exist else
+            f"  no API key needed until one exists; make one (and require them) with: {add}")  # fmt: skip
+        say(f"  or open {chat_url}/ in a browser: the chat page")
         say("Ctrl-C stops everything.")
         return supervise(children, stop)
     except (StartupError, ConfigError) as exc:

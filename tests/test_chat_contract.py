@@ -18,10 +18,12 @@ async def test_seed_contract_prompt_in_response_out(chat_client: httpx.AsyncClie
     assert body["model"] == "tinyllama"
     assert body["done_reason"] == "stop"
     assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 3}
-    assert set(body["timings"]) == {"queue_ms", "total_ms", "load_ms", "tokens_per_s"}
+    assert set(body["timings"]) == {"queue_ms", "total_ms", "load_ms", "prompt_eval_ms", "eval_ms", "tokens_per_s"}
     assert body["timings"]["load_ms"] == 0.001
+    # Streamed from Ollama even for a non-streamed reply (so a dropped request stops at Ollama's
+    # next token), and gathered by the runner into one answer.
     assert fake.recorder.bodies == [
-        {"path": "/api/generate", "model": "tinyllama", "prompt": "Why is the sky blue?", "stream": False}
+        {"path": "/api/generate", "model": "tinyllama", "prompt": "Why is the sky blue?", "stream": True}
     ]
     assert float(response.headers["x-queue-wait-ms"]) >= 0
     assert len(response.headers["x-request-id"]) == 32
@@ -46,7 +48,7 @@ async def test_messages_system_and_options_go_to_api_chat(chat_client: httpx.Asy
         {
             "path": "/api/chat",
             "model": "tinyllama",
-            "stream": False,
+            "stream": True,  # always streamed from Ollama, gathered by the runner
             "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}],
             "options": {"temperature": 0.2, "seed": 42, "num_predict": 8, "stop": ["\n"]},
             "keep_alive": "5m",

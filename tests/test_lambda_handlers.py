@@ -72,7 +72,9 @@ CHAT_REPLY = {
     "response": "Why is the ",
     "done_reason": "stop",
     "usage": {"prompt_tokens": 7, "completion_tokens": 3},
-    "timings": {"queue_ms": "<varies>", "total_ms": "<varies>", "load_ms": "<varies>", "tokens_per_s": "<varies>"},
+    "timings": {
+        key: "<varies>" for key in ("queue_ms", "total_ms", "load_ms", "prompt_eval_ms", "eval_ms", "tokens_per_s")
+    },
 }
 
 EXPECTED: dict[str, tuple[int, str, Any]] = {
@@ -139,7 +141,10 @@ def test_streaming_event_gets_the_whole_ndjson_body_at_once(
             "done": True,
             "done_reason": "stop",
             "usage": {"prompt_tokens": 7, "completion_tokens": 3},
-            "timings": {key: "<varies>" for key in ("queue_ms", "total_ms", "load_ms", "tokens_per_s")},
+            "timings": {
+                key: "<varies>"
+                for key in ("queue_ms", "total_ms", "load_ms", "prompt_eval_ms", "eval_ms", "tokens_per_s")
+            },
         },
     ]
 

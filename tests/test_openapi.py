@@ -32,7 +32,14 @@ def conforms(document: dict[str, Any], schema_name: str, instance: Any) -> list[
 async def test_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
     assert document["openapi"] == "3.1.0"
     validate(document)
-    assert set(document["paths"]) == {"/chat", "/healthz", "/readyz", "/v1/jobs", "/v1/jobs/{id}"}
+    ollama = {"/", "/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/tags", "/api/show",
+              "/api/ps", "/api/version", "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete",
+              "/api/blobs/{digest}"}  # fmt: skip
+    openai = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/models/{model}"}
+    page = {"/v1/config"}  # the page's own assets (/static/...) are not API
+    assert set(document["paths"]) == {
+        "/chat", "/healthz", "/readyz", "/v1/jobs", "/v1/jobs/{id}", *ollama, *openai, *page
+    }  # fmt: skip
 
 
 async def test_real_responses_conform(document: dict[str, Any], chat_client: httpx.AsyncClient) -> None:
@@ -58,3 +65,31 @@ async def test_job_view_conforms(document: dict[str, Any], chat_client: httpx.As
     assert conforms(document, "JobCreated", created.json()) == []
     job = await chat_client.get(created.headers["location"])
     assert conforms(document, "Job", job.json()) == []
+
+
+async def test_dialect_responses_conform(document: dict[str, Any], chat_client: httpx.AsyncClient) -> None:
+    user = [{"role": "user", "content": "does it conform"}]
+    cases = [
+        ("POST", "/api/chat", {"model": "tinyllama", "messages": user, "stream": False}, "OllamaChatResponse"),
+        ("POST", "/api/generate", {"model": "tinyllama", "prompt": "p", "stream": False}, "OllamaGenerateResponse"),
+        ("POST", "/api/embed", {"model": "tinyllama", "input": "e"}, "OllamaEmbedResponse"),
+        ("POST", "/api/embeddings", {"model": "tinyllama", "prompt": "e"}, "OllamaEmbeddingsResponse"),
+        ("GET", "/api/tags", None, "OllamaModels"),
+        ("GET", "/api/ps", None, "OllamaModels"),
+        ("GET", "/api/version", None, "OllamaVersion"),
+        ("POST", "/api/show", {"model": "tinyllama"}, "OllamaShowResponse"),
+        ("POST", "/v1/chat/completions", {"model": "tinyllama", "messages": user}, "ChatCompletion"),
+        ("POST", "/v1/completions", {"model": "tinyllama", "prompt": "p"}, "TextCompletion"),
+        ("POST", "/v1/embeddings", {"model": "tinyllama", "input": "e"}, "EmbeddingList"),
+        ("GET", "/v1/models", None, "ModelList"),
+        ("GET", "/v1/models/tinyllama", None, "OpenAIModel"),
+        ("POST", "/api/pull", {"model": "x"}, "OllamaError"),
+        ("POST", "/v1/chat/completions", {"model": "nope", "messages": user}, "OpenAIError"),
+        ("POST", "/api/chat", {"model": "nope", "messages": user}, "OllamaError"),
+    ]
+    for method, path, body, schema in cases:
+        response = await chat_client.request(method, path, json=body)
+        assert conforms(document, schema, response.json()) == [], (path, response.text)
+    for schema, body in (("OllamaChatRequest", {"messages": user}), ("ChatCompletionRequest", {"model": "tinyllama",
+                         "messages": user}), ("OllamaGenerateRequest", {"prompt": "p", "format": "json"})):  # fmt: skip
+        assert conforms(document, schema, body) == [], schema

@@ -15,7 +15,8 @@ RUNNER_ENV = {
     "OLLAMA_TIMEOUT_S": "9", "OLLAMA_CONNECT_TIMEOUT_S": "0.5", "LOCK_POLL_INTERVAL_S": "0.002",
     "MAX_BODY_BYTES": "1000", "BODY_READ_TIMEOUT_S": "2", "MAX_PROMPT_CHARS": "50", "GENERATION_ESTIMATE_S": "3",
     "JOBS_TABLE": "jobs-table", "STATE_DIR": "/srv/state", "JOB_PROGRESS_INTERVAL_S": "0.25", "JOB_LEASE_S": "12",
-    "DEFAULT_MODEL": "llama3.2", "RUNNER_TOKEN": "t0ken", "MAX_WAITING_PER_CALLER": "4", "BATCH_MAX_WAIT_S": "30",
+    "SETTLE_MAX_S": "0.1", "DEFAULT_MODEL": "llama3.2", "RUNNER_TOKEN": "t0ken", "MAX_WAITING_PER_CALLER": "4",
+    "BATCH_MAX_WAIT_S": "30",
 }  # fmt: skip
 CHAT_ENV = {
     "RUNNER_URL": "http://runner:9000/", "DEFAULT_MODEL": "llama3.2", "ALLOWED_MODELS": "llama3.2, tinyllama",
@@ -23,7 +24,8 @@ CHAT_ENV = {
     "RUNNER_CONNECT_TIMEOUT_S": "0.5", "RUNNER_FUNCTION": "stack-Runner", "CHAT_DEADLINE_S": "20",
     "RUNNER_INVOKE_READ_TIMEOUT_S": "901", "JOBS_TABLE": "jobs-table", "STATE_DIR": "/srv/state", "JOB_TTL_S": "600",
     "JOB_START_DEADLINE_S": "60", "AUTH": "required", "TRUST_PROXY_HEADERS": "yes", "KEY_CACHE_TTL_S": "2",
-    "RUNNER_TOKEN": "t0ken", "BATCH_MAX_WAIT_S": "30",
+    "RUNNER_TOKEN": "t0ken", "PAGE_STREAMING": "on", "BATCH_MAX_WAIT_S": "30",
+    "METRICS_KEYS": "ops, grafana",
 }  # fmt: skip
 
 
@@ -45,6 +47,16 @@ def test_values_are_parsed() -> None:
     assert chat.runner_url == "http://runner:9000"
     assert chat.allowed_models == ("llama3.2", "tinyllama")
     assert chat.runner_timeout.read == 99
+    assert chat.metrics_keys == ("ops", "grafana")
+    assert chat.page_streams  # PAGE_STREAMING=on, even with RUNNER_FUNCTION set
+
+
+@pytest.mark.parametrize(
+    ("env", "streams"),
+    [({}, True), ({"RUNNER_FUNCTION": "stack-Runner"}, False), ({"PAGE_STREAMING": "off"}, False)],
+)
+def test_the_page_streams_except_on_aws_unless_told(env: dict[str, str], streams: bool) -> None:
+    assert ChatSettings.from_env(env).page_streams is streams
 
 
 @pytest.mark.parametrize(
@@ -78,6 +90,7 @@ def test_ollama_host_forms(value: str, url: str) -> None:
         (RunnerSettings, "OLLAMA_HOST", "ftp://ollama"),
         (RunnerSettings, "OLLAMA_HOST", "ollama:99999"),
         (RunnerSettings, "JOB_LEASE_S", "0.5"),
+        (RunnerSettings, "SETTLE_MAX_S", "-0.1"),
         (ChatSettings, "RUNNER_URL", "runner:8080"),
         (ChatSettings, "ALLOWED_MODELS", " , "),
         (ChatSettings, "MAX_BODY_BYTES", "1.5"),

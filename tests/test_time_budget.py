@@ -20,7 +20,16 @@ from chat.settings import Settings as ChatSettings
 from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
 from servicekit.lambda_adapter import lambda_handler
+from servicekit.timebudget import (
+    LAMBDA_MARGIN_S,
+    TIME_LEFT_HEADER,
+    Deadline,
+    lambda_time_left_s,
+    time_left_header,
+    time_left_s,
+)
 
+from local.lambda_context import LambdaContext
 from tests.fake_ollama import FakeOllama
 from tests.inprocess import AppClient
 from tests.lambda_standin import InProcessLambda
@@ -59,6 +68,9 @@ async def _until_abandoned(fake: FakeOllama, within_s: float = 2.0) -> None:
 async def test_a_generation_past_the_budget_is_stopped_with_504(
     runner: httpx.AsyncClient, slow_fake: FakeOllama
 ) -> None:
+    # Warm the runner's Ollama client first (its first use imports aiohttp: 0.2-0.4 s on a busy
+    # 2-core machine), so the 300 ms below is spent generating, as the test means.
+    assert (await runner.get("/readyz")).status_code == 200
     started = time.perf_counter()
     response = await runner.post("/v1/run/tinyllama", json={"prompt": "long"}, headers={"X-Time-Left-Ms": "300"})
     elapsed = time.perf_counter() - started
@@ -159,3 +171,17 @@ async def test_chat_over_http_sets_no_budget(runner_settings_real: RunnerSetting
         response = await chat.post("/chat", json={"prompt": "local"})
     assert response.status_code == 200
     assert seen == [None]
+
+
+def test_one_margin_and_one_clock_for_every_deadline() -> None:
+    """servicekit.timebudget is the one home: the Lambda margin, the header and the deadline arithmetic."""
+    context = LambdaContext(function_name="any", timeout_s=10)
+    left = lambda_time_left_s({"aws.context": context})
+    assert left is not None
+    assert 10 - LAMBDA_MARGIN_S - 0.5 < left <= 10 - LAMBDA_MARGIN_S
+    assert lambda_time_left_s({}) is None
+    assert Deadline(None).cap(5.0) == 5.0
+    assert 0 < Deadline(0.2).cap(5.0) <= 0.2
+    assert Deadline(-1.0).cap(5.0) == 0.0  # never negative
+    assert time_left_header(Deadline(0.25).left_s(0)) in ("249", "250")
+    assert time_left_s({TIME_LEFT_HEADER: "1500"}) == 1.5

@@ -131,13 +131,18 @@ async def test_auto_requires_a_key_on_any_other_address(runner_app: Starlette, r
         assert_unauthorized(await chat.post("/chat", json=PROMPT))
 
 
-async def test_off_serves_without_a_key_but_still_refuses_a_wrong_one(
+async def test_off_serves_without_a_key_ignores_a_wrong_one_and_honours_a_valid_one(
     runner_app: Starlette, required: ChatSettings, state_settings: StateSettings
 ) -> None:
-    add_key(state_settings, "someone")
+    key = add_key(state_settings, "someone")
     async with chat_at(runner_app, dataclasses.replace(required, auth="off")) as chat:
         assert (await chat.post("/chat", json=PROMPT)).status_code == 200
-        assert_unauthorized(await chat.post("/chat", json=PROMPT, headers={"X-API-Key": "oc-" + "x" * 43}))
+        # What OpenAI clients send when there is no key to send.
+        assert (await chat.post("/chat", json=PROMPT, headers={"Authorization": "Bearer unused"})).status_code == 200
+        # A valid key names its caller: its job is not the anonymous address's.
+        created = await chat.post("/v1/jobs", json=PROMPT, headers={"X-API-Key": key})
+        assert (await chat.get(created.headers["location"], headers={"X-API-Key": key})).status_code == 200
+        assert (await chat.get(created.headers["location"])).status_code == 404
 
 
 async def test_revocation_applies_once_the_cache_ttl_has_passed(

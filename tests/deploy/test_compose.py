@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,12 @@ def test_compose_file_follows_the_compose_specification(compose: dict[str, Any])
 
 def test_services_start_in_health_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"ollama", "runner", "chat"}
+    assert set(services) == {"ollama", "runner", "chat", "caddy"}
     assert services["runner"]["depends_on"] == {"ollama": {"condition": "service_healthy"}}
     assert services["chat"]["depends_on"] == {"runner": {"condition": "service_healthy"}}
-    for name, service in services.items():
-        assert service["healthcheck"]["test"], name
+    assert services["caddy"]["depends_on"] == {"chat": {"condition": "service_healthy"}}
+    for name in ("ollama", "runner", "chat"):
+        assert services[name]["healthcheck"]["test"], name
 
 
 def test_ollama_is_the_real_image_with_its_models_in_a_volume(compose: dict[str, Any]) -> None:
@@ -58,11 +60,26 @@ def test_ollama_is_the_real_image_with_its_models_in_a_volume(compose: dict[str,
     assert "$${OLLAMA_MODEL}" in ollama["healthcheck"]["test"][1]
 
 
-def test_only_chat_is_published(compose: dict[str, Any]) -> None:
+def test_ollama_itself_runs_one_generation_at_a_time_with_a_small_queue(compose: dict[str, Any]) -> None:
+    """Defence in depth behind the runner's host lock: Ollama never runs two, and never hoards requests."""
+    environment = compose["services"]["ollama"]["environment"]
+    assert environment["OLLAMA_NUM_PARALLEL"] == "1"
+    assert 1 <= int(environment["OLLAMA_MAX_QUEUE"]) <= 4
+
+
+def test_only_caddy_is_published_and_on_loopback_by_default(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert "ports" not in services["ollama"]
-    assert "ports" not in services["runner"]
-    assert services["chat"]["ports"] == ["${CHAT_PORT:-8000}:8000"]
+    assert [name for name, service in services.items() if "ports" in service] == ["caddy"]
+    assert services["caddy"]["ports"] == [
+        "${FRONT_BIND:-127.0.0.1}:${HTTP_PORT:-8000}:80",
+        "${FRONT_BIND:-127.0.0.1}:${HTTPS_PORT:-8443}:443",
+    ]
+    assert services["chat"]["expose"] == ["8000"]
+    caddy = services["caddy"]
+    assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
+    assert caddy["environment"] == {"SITE_ADDRESS": "${DOMAIN:-:80}", "UPSTREAM": "chat:8000"}
+    assert "caddy-data:/data" in caddy["volumes"]  # certificates survive a recreate
+    assert services["chat"]["environment"]["TRUST_PROXY_HEADERS"] == "1"
     assert services["runner"]["environment"]["OLLAMA_HOST"] == "http://ollama:11434"
     assert services["chat"]["environment"]["RUNNER_URL"] == "http://runner:8080"
     assert "/readyz" in services["runner"]["healthcheck"]["test"][-1]
@@ -89,6 +106,45 @@ def test_chat_requires_keys_and_the_runner_chats_token(compose: dict[str, Any]) 
     token = tokens.pop()
     # One secret from .env for both, and no default: compose refuses to start without it.
     assert token.startswith("${RUNNER_TOKEN:?")
+
+
+def test_images_are_pinned(compose: dict[str, Any]) -> None:
+    images = {name: service["image"] for name, service in compose["services"].items() if "image" in service}
+    assert set(images) == {"ollama", "caddy"}
+    for name, image in images.items():
+        tag = image.rstrip("}").rsplit(":", 1)[1].lstrip("-")  # also in ${VAR:-default}
+        assert tag[0].isdigit(), f"{name}: {image} is not pinned to a version"
+    for function in ("chat", "runner"):
+        base = (REPO / f"functions/{function}/Dockerfile").read_text().split("FROM ", 1)[1].split()[0]
+        assert base.count(".") == 2, f"{function}: {base} is not pinned to a patch version"
+
+
+def test_streams_may_finish_when_the_stack_stops(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("runner", "chat", "caddy"):
+        assert services[name]["stop_grace_period"] == "120s", name
+    for function in ("chat", "runner"):  # uvicorn gives up before Docker kills it
+        assert "--timeout-graceful-shutdown 100" in (REPO / f"functions/{function}/Dockerfile").read_text()
+    assert "grace_period 100s" in (REPO / "deploy" / "Caddyfile").read_text()
+
+
+def test_metrics_files_are_per_service_under_chats_directory(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    chat_dir = services["chat"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    runner_dir = services["runner"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert runner_dir.startswith(chat_dir + "/")  # chat's /metrics reads its directory and below
+    assert chat_dir.startswith("/data/state/")  # on the volume both mount
+
+
+def test_the_gpu_override_reserves_nvidia_devices_for_ollama() -> None:
+    override = yaml.safe_load((REPO / "deploy" / "compose.gpu.yml").read_text())
+    assert set(override["services"]) == {"ollama"}
+    (device,) = override["services"]["ollama"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia"
+    assert device["capabilities"] == ["gpu"]
+    if COMPOSE_SPEC.is_file():
+        schema = json.loads(COMPOSE_SPEC.read_text())
+        assert list(jsonschema.Draft7Validator(schema).iter_errors(override)) == []
 
 
 def test_runner_workers_share_one_lock(compose: dict[str, Any]) -> None:
@@ -133,18 +189,25 @@ FAKE_OLLAMA = """#!/bin/sh
 echo "$*" >> "$FAKE_LOG"
 case "$1" in
   serve)
+    echo $$ > "$FAKE_DIR/serve.pid"
     sleep 0.3; touch "$FAKE_DIR/up"
     trap 'echo stopped >> "$FAKE_LOG"; exit 0' TERM
     while :; do sleep 0.1; done ;;
   list) [ -f "$FAKE_DIR/up" ] ;;
   show) [ -f "$FAKE_DIR/up" ] && grep -qx "$2" "$FAKE_DIR/models" 2>/dev/null ;;
-  pull) echo "$2" >> "$FAKE_DIR/models" ;;
+  pull)
+    case "$2" in
+      slow) echo $$ > "$FAKE_DIR/pull.pid"; exec sleep 60 ;;  # a first pull of gigabytes
+      typo) echo "Error: pull model manifest: file does not exist" >&2; exit 1 ;;
+    esac
+    echo "$2" >> "$FAKE_DIR/models" ;;
   *) exit 2 ;;
 esac
 """
 
 
-def run_entrypoint(tmp_path: Path, present: list[str], model: str = "tinyllama") -> list[str]:
+def start_entrypoint(tmp_path: Path, present: list[str], model: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """The entrypoint under `sh`, with the fake `ollama` first on PATH; (process, its call log)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "ollama"
@@ -155,6 +218,27 @@ def run_entrypoint(tmp_path: Path, present: list[str], model: str = "tinyllama")
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log),
            "FAKE_DIR": str(tmp_path), "OLLAMA_MODEL": model}  # fmt: skip
     process = subprocess.Popen(["sh", str(ENTRYPOINT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return process, log
+
+
+def alive(pid_file: Path) -> bool:
+    """Whether the process whose pid the fake wrote still runs (a zombie has exited)."""
+    stat = Path(f"/proc/{pid_file.read_text().strip()}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not become true in time"
+        time.sleep(0.02)
+
+
+def run_entrypoint(tmp_path: Path, present: list[str], model: str = "tinyllama") -> list[str]:
+    process, log = start_entrypoint(tmp_path, present, model)
     deadline = time.monotonic() + 15
     try:
         while time.monotonic() < deadline:
@@ -194,3 +278,39 @@ def test_entrypoint_skips_the_pull_when_the_model_is_present(tmp_path: Path) -> 
     assert calls.index("serve") < calls.index("show llama3.2")
     assert calls[calls.index("show llama3.2") - 1] == "list"
     assert not any(c.startswith("pull") for c in calls)
+
+
+def test_a_stop_signal_during_the_first_pull_stops_everything_at_once(tmp_path: Path) -> None:
+    process, _ = start_entrypoint(tmp_path, present=[], model="slow")
+    try:
+        eventually(lambda: (tmp_path / "pull.pid").exists())
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        # Docker kills at stop_grace_period; before, the script waited for the whole pull (29 s seen).
+        assert time.monotonic() - signalled < 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    assert not alive(tmp_path / "pull.pid")
+    assert not alive(tmp_path / "serve.pid")
+
+
+def test_a_failed_pull_stops_the_server_and_says_which_model(tmp_path: Path) -> None:
+    process, log = start_entrypoint(tmp_path, present=[], model="typo")
+    try:
+        assert process.wait(timeout=15) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.stdout is not None
+    output = process.stdout.read().decode()
+    process.stdout.close()
+    assert "could not pull the model 'typo'" in output
+    assert "OLLAMA_MODEL" in output
+    assert not alive(tmp_path / "serve.pid")  # no orphaned `ollama serve`
+    assert log.read_text().splitlines()[-1] == "stopped"

@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from tests.deploy.sam import ARTIFACT_BUCKET, PARAMETERS, REGION, translate
+from tests.deploy.sam import ARTIFACT_BUCKET, PARAMETERS, REGION, load_template, resources_of_type, translate
 
 
 def _dummy_zip() -> bytes:
@@ -29,9 +29,12 @@ def _dummy_zip() -> bytes:
 def deployed() -> Iterator[dict[str, Any]]:
     cfn_template = translate()
     with mock_aws(), warnings.catch_warnings():
-        # moto's CloudFormation has no AWS::ApiGatewayV2 or AWS::Lambda::EventInvokeConfig models
-        # and skips them with a warning; those are checked on the translated template (test_template.py).
-        warnings.filterwarnings("ignore", message="Tried to parse AWS::(ApiGatewayV2|Lambda::EventInvokeConfig)")
+        # moto's CloudFormation has no AWS::ApiGatewayV2, AWS::Lambda::EventInvokeConfig or
+        # AWS::CloudWatch::Alarm models and skips them with a warning; those are checked on the
+        # translated template (test_template.py), the alarms also through PutMetricAlarm below.
+        warnings.filterwarnings(
+            "ignore", message="Tried to parse AWS::(ApiGatewayV2|Lambda::EventInvokeConfig|CloudWatch::Alarm)"
+        )
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket=ARTIFACT_BUCKET)
         for name in ("ServiceKitLayer", "ChatFunction", "RunnerFunction", "JobFailureFunction"):
@@ -119,3 +122,46 @@ def test_chat_role_may_invoke_only_the_runner_and_use_the_table(deployed: dict[s
                                        "dynamodb:DeleteItem", "dynamodb:DescribeTable"], "Resource": table_arn},
         {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": f"{table_arn}/index/by_owner"},
     ]  # fmt: skip
+
+
+def _resolved(value: Any, physical: dict[str, str]) -> Any:
+    """A translated alarm property with its Refs resolved and its Fn::If on (absent) AlarmTopicArn taken."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"}:
+            return physical.get(value["Ref"], value["Ref"])
+        if set(value) == {"Fn::If"}:
+            return None  # only HasAlarmTopic here, false in this stack
+        return {k: r for k, v in value.items() if (r := _resolved(v, physical)) is not None}
+    if isinstance(value, list):
+        return [_resolved(v, physical) for v in value]
+    return value
+
+
+def test_the_alarms_are_accepted_by_cloudwatch(deployed: dict[str, Any]) -> None:
+    """moto's CloudFormation has no AWS::CloudWatch::Alarm: each translated alarm goes through PutMetricAlarm
+    (botocore validates every field), then is read back."""
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    physical = deployed["physical"]
+    alarms = resources_of_type(translate(), "AWS::CloudWatch::Alarm")
+    defaults = {name: p.get("Default") for name, p in load_template()["Parameters"].items()}
+    names = {**defaults, **physical}
+    for name, alarm in alarms.items():
+        properties = {k: v for k, v in _resolved(alarm["Properties"], names).items() if v is not None}
+        properties["Threshold"] = float(properties["Threshold"])
+        cloudwatch.put_metric_alarm(AlarmName=name, **properties)
+    created = {a["AlarmName"]: a for a in cloudwatch.describe_alarms()["MetricAlarms"]}
+    assert set(created) == set(alarms)
+    assert created["RunnerErrorsAlarm"]["Dimensions"] == [{"Name": "FunctionName", "Value": physical["RunnerFunction"]}]
+    assert created["JobFailuresAlarm"]["Dimensions"] == [
+        {"Name": "FunctionName", "Value": physical["JobFailureFunction"]}
+    ]
+    assert all(a.get("AlarmActions", []) == [] for a in created.values())  # no AlarmTopicArn given
+    assert [q["Id"] for q in created["Chat5xxRateAlarm"]["Metrics"]] == ["errors", "requests", "rate"]
+
+
+def test_every_function_has_a_log_group_with_retention(deployed: dict[str, Any]) -> None:
+    logs = boto3.client("logs", region_name=REGION)
+    groups = {g["logGroupName"]: g for g in logs.describe_log_groups()["logGroups"]}
+    for function in ("ChatFunction", "RunnerFunction", "JobFailureFunction"):
+        group = groups[f"/aws/lambda/{deployed['physical'][function]}"]
+        assert group["retentionInDays"] == 14

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -71,8 +72,10 @@ def test_chat_may_invoke_the_runner_and_use_the_jobs_table_and_nothing_more(cfn:
     ]  # fmt: skip
     role = resources_of_type(cfn, "AWS::IAM::Role")["ChatFunctionRole"]["Properties"]
     managed = [json.dumps(arn) for arn in role["ManagedPolicyArns"]]
-    assert len(managed) == 1
+    # SAM attaches X-Ray's write-only policy whenever Tracing is set (here: by a parameter).
+    assert len(managed) == 2
     assert "AWSLambdaBasicExecutionRole" in managed[0]
+    assert "AWSXrayWriteOnlyAccess" in managed[1]
 
 
 def test_http_api_routes_go_to_chat_only(cfn: dict[str, Any]) -> None:
@@ -82,12 +85,17 @@ def test_http_api_routes_go_to_chat_only(cfn: dict[str, Any]) -> None:
     assert routes == {
         ("POST", "/chat"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"),
         ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
+        ("ANY", "/"), ("ANY", "/api/{proxy+}"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
+        ("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/v1/models/{id}"),
+        ("GET", "/static/{proxy+}"), ("GET", "/v1/config"),
     }  # fmt: skip
     assert "Events" not in template["Resources"]["RunnerFunction"]["Properties"]
     api = resources_of_type(cfn, "AWS::ApiGatewayV2::Api")
     assert list(api) == ["ChatApi"]
     paths = api["ChatApi"]["Properties"]["Body"]["paths"]
-    assert set(paths) == {"/chat", "/healthz", "/readyz", "/openapi.json", "/v1/jobs", "/v1/jobs/{id}"}
+    assert set(paths) == {"/chat", "/healthz", "/readyz", "/openapi.json", "/v1/jobs", "/v1/jobs/{id}", "/",
+                          "/api/{proxy+}", "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                          "/v1/models", "/v1/models/{id}", "/static/{proxy+}", "/v1/config"}  # fmt: skip
     for operations in paths.values():
         for operation in operations.values():
             uri = json.dumps(operation["x-amazon-apigateway-integration"]["uri"])
@@ -104,16 +112,76 @@ def test_vpc_access_is_optional_and_only_for_the_runner(cfn: dict[str, Any]) -> 
     assert "UseVpc" in cfn["Conditions"]
 
 
-def test_both_functions_ship_the_shared_layer_and_keep_logs_bounded(cfn: dict[str, Any]) -> None:
+def test_every_function_ships_the_shared_layer_and_every_log_is_bounded(cfn: dict[str, Any]) -> None:
     (layer,) = resources_of_type(cfn, "AWS::Lambda::LayerVersion")
-    for function in resources_of_type(cfn, "AWS::Lambda::Function").values():
+    functions = resources_of_type(cfn, "AWS::Lambda::Function")
+    for function in functions.values():
         assert function["Properties"]["Layers"] == [{"Ref": layer}]
     groups = resources_of_type(cfn, "AWS::Logs::LogGroup")
-    assert {json.dumps(g["Properties"]["LogGroupName"]) for g in groups.values()} == {
-        json.dumps({"Fn::Sub": "/aws/lambda/${ChatFunction}"}),
-        json.dumps({"Fn::Sub": "/aws/lambda/${RunnerFunction}"}),
-    }
+    # One per function (JobFailureFunction's included), and the API's access log.
+    assert {json.dumps(g["Properties"].get("LogGroupName")) for g in groups.values()} == {
+        json.dumps({"Fn::Sub": f"/aws/lambda/${{{name}}}"}) for name in functions
+    } | {"null"}
+    assert len(groups) == len(functions) + 1
     assert all(g["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups.values())
+
+
+def test_the_api_writes_access_logs(cfn: dict[str, Any]) -> None:
+    (stage,) = resources_of_type(cfn, "AWS::ApiGatewayV2::Stage").values()
+    settings = stage["Properties"]["AccessLogSettings"]
+    assert settings["DestinationArn"] == {"Fn::GetAtt": ["ChatApiAccessLogGroup", "Arn"]}
+    fields = json.loads(settings["Format"])  # one JSON object per request
+    assert {"requestId", "route", "status", "latencyMs", "ip"} <= set(fields)
+
+
+ALARMS = {
+    "RunnerErrorsAlarm": ("AWS/Lambda", "Errors", "RunnerFunction"),
+    "RunnerThrottlesAlarm": ("AWS/Lambda", "Throttles", "RunnerFunction"),
+    "AsyncEventsDroppedAlarm": ("AWS/Lambda", "AsyncEventsDropped", "RunnerFunction"),
+    "JobFailuresAlarm": ("AWS/Lambda", "Invocations", "JobFailureFunction"),
+}
+
+
+def test_alarms_watch_the_runner_the_failure_destination_and_the_apis_5xx_rate(cfn: dict[str, Any]) -> None:
+    alarms = resources_of_type(cfn, "AWS::CloudWatch::Alarm")
+    assert set(alarms) == {*ALARMS, "Chat5xxRateAlarm"}
+    for name, (namespace, metric, function) in ALARMS.items():
+        properties = alarms[name]["Properties"]
+        assert (properties["Namespace"], properties["MetricName"]) == (namespace, metric)
+        assert properties["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+    rate = alarms["Chat5xxRateAlarm"]["Properties"]
+    queries = {q["Id"]: q for q in rate["Metrics"]}
+    assert queries["errors"]["MetricStat"]["Metric"]["MetricName"] == "5xx"
+    assert queries["requests"]["MetricStat"]["Metric"]["MetricName"] == "Count"
+    assert "errors / requests" in queries["rate"]["Expression"]
+    for alarm in alarms.values():
+        actions = alarm["Properties"]["AlarmActions"]
+        assert actions == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+        assert alarm["Properties"]["TreatMissingData"] == "notBreaching"
+
+
+def test_the_table_outlives_the_stack_and_can_be_restored(cfn: dict[str, Any]) -> None:
+    table = resources_of_type(cfn, "AWS::DynamoDB::Table")["JobsTable"]
+    assert table["DeletionPolicy"] == "Retain"
+    assert table["UpdateReplacePolicy"] == "Retain"
+    assert table["Properties"]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_tracing_is_a_parameter(cfn: dict[str, Any]) -> None:
+    for function in resources_of_type(cfn, "AWS::Lambda::Function").values():
+        assert function["Properties"]["TracingConfig"] == {"Mode": {"Fn::If": ["UseTracing", "Active", "PassThrough"]}}
+    assert load_template()["Parameters"]["Tracing"]["Default"] == "false"
+
+
+def test_a_runner_in_a_vpc_gets_a_dynamodb_gateway_endpoint(cfn: dict[str, Any]) -> None:
+    endpoint = resources_of_type(cfn, "AWS::EC2::VPCEndpoint")["DynamoDbEndpoint"]
+    assert endpoint["Condition"] == "CreateDynamoDbEndpoint"
+    assert endpoint["Properties"]["VpcEndpointType"] == "Gateway"
+    assert endpoint["Properties"]["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.dynamodb"}
+    condition = json.dumps(cfn["Conditions"]["CreateDynamoDbEndpoint"])
+    assert "UseVpc" in condition
+    assert "VpcId" in condition
+    assert "RouteTableIds" in condition
 
 
 def test_outputs_give_the_chat_url(cfn: dict[str, Any]) -> None:
@@ -176,3 +244,22 @@ def test_runner_and_failure_handler_get_only_the_table_actions_they_need(cfn: di
     assert all("lambda:InvokeFunction" in json.dumps(s["Action"]) for s in others)
     assert all("JobFailureFunction" in json.dumps(s["Resource"]) for s in others)
     assert _statements(cfn, "JobFailureFunctionRole") == [needed]
+
+
+def test_sam_builds_every_function_and_the_layer_with_compiled_bytecode() -> None:
+    """BuildMethod makefile: each CodeUri/ContentUri has a Makefile with the build-<LogicalId> target."""
+    from tests.servers import REPO
+
+    resources = load_template()["Resources"]
+    built = {name: r for name, r in resources.items() if r["Type"].startswith("AWS::Serverless::") and "Metadata" in r}
+    assert set(built) == {"ServiceKitLayer", "ChatFunction", "RunnerFunction", "JobFailureFunction"}
+    for name, resource in built.items():
+        assert resource["Metadata"]["BuildMethod"] == "makefile"
+        properties = resource["Properties"]
+        makefile = (REPO / (properties.get("CodeUri") or properties["ContentUri"]) / "Makefile").read_text()
+        assert re.search(rf"^[^#\n]*\bbuild-{name}\b[^\n]*:", makefile, re.MULTILINE), f"no build-{name} target"
+        assert "$(call compile," in makefile
+    rules = (REPO / "deploy" / "lambda-build.mk").read_text()
+    assert "--invalidation-mode unchecked-hash" in rules  # used whatever mtimes the zip gives
+    assert "manylinux2014_aarch64" in rules  # the functions' architecture
+    assert "sys.version_info[:2] == (3, 12)" in rules  # bytecode for Lambda's Python only

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.observe.helpers import samples, value
 from tests.servers import REPO, free_port, service_env
 
 pytestmark = pytest.mark.slow
@@ -109,12 +110,21 @@ async def test_up_serves_real_answers_one_at_a_time_and_stops_cleanly(tmp_path: 
             stats = (await client.get(f"http://127.0.0.1:{ports['OLLAMA_PORT']}/_local/stats")).json()
             job = await client.post("/v1/jobs", json={"prompt": "Say hi.", "options": {"num_predict": 4}})
             assert job.status_code == 202, job.text
+            # Loopback, no key made yet: /metrics is open, and adds up both runner workers.
+            scraped = await client.get("/metrics")
     output = "".join(lines)
     state = tmp_path / "state"
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
-    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in state.iterdir()}
+    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in state.iterdir() if not p.is_dir()}
     assert {"state.db", "runner.lock"} <= set(modes), modes
     assert set(modes.values()) == {0o600}, modes
+    directories = [p for p in state.rglob("*") if p.is_dir()]
+    assert {p.name for p in directories} == {"metrics", "runner"}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in directories} == {0o700}
+    assert scraped.status_code == 200, scraped.text
+    found = samples(scraped.text)
+    assert value(found, "ollama_chat_generation_seconds_count", model="smollm2:135m") == 10
+    assert value(found, "ollama_chat_tokens_per_second_count", model="smollm2:135m") == 10
     assert [r.status_code for r in burst] == [200] * 9, [r.text for r in burst if r.status_code != 200]
     assert stats["peak"] == 1
     assert stats["generations"] >= 10, stats

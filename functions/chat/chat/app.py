@@ -1,12 +1,20 @@
-"""Chat's ASGI app: ``POST /chat``, the jobs API (``/v1/jobs``), ``GET /healthz``, ``/readyz``, ``/openapi.json``.
+"""Chat's ASGI app: ``POST /chat``, the jobs API (``/v1/jobs``), Ollama's API (``/api/*``, ``/``),
+OpenAI's (``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models``),
+``GET /healthz``, ``/readyz``, ``/openapi.json``, and the chat page (``GET /`` for browsers,
+``/static/…``, ``/v1/config``).
 
 ``app`` is built from the environment at import: one runner client and one key cache per process.
 The routing table says which routes need a caller (``Authenticate``); the others are public.
+Every API goes through :class:`Chat`'s two ways to generate (:meth:`Chat.whole`,
+:meth:`Chat.open_stream`), so every one of them waits its turn in the same runner slot.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shlex
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -15,17 +23,23 @@ import httpx
 from servicekit.body import read_json_object
 from servicekit.callers import Caller, caller_of
 from servicekit.disconnect import CancelOnDisconnect
-from servicekit.errors import InvalidRequest, ModelForbidden, ModelNotFound, exception_handlers
-from servicekit.generation import parse_generation_request
+from servicekit.errors import ModelForbidden, exception_handlers_for
+from servicekit.generation import GenerationRequest, parse_generation_request
 from servicekit.jobs.store import JobStore
+from servicekit.observe.metrics import PrometheusMetrics
+from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics
+from servicekit.observe.record import record_of
+from servicekit.observe.settings import ObserveSettings
 from servicekit.queue.model import QueueLimits
 from servicekit.queue.store import QueueStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
+from servicekit.state.factory import StateSettings
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.state.factory import key_store as build_key_store
 from servicekit.state.factory import queue_store as build_queue_store
 from servicekit.state.keys import KeyStore
 from servicekit.streaming import STREAM_HEADERS, ChunkStream
+from servicekit.timebudget import DeadlineMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -33,10 +47,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chat.auth import Authenticate, Authenticator
-from chat.deadline import DeadlineMiddleware
+from chat.dialects import error_renderer
 from chat.jobs_api import JobsEndpoints
 from chat.lambda_transport import LambdaInvokeTransport, boto3_lambda_client
+from chat.metadata import Metadata, RunnerMetadata, SettingsMetadata
+from chat.metrics_api import MetricsEndpoint
+from chat.models import MISSING, Models
+from chat.ollama_api import OllamaAPI
+from chat.openai_api import OpenAIAPI
 from chat.openapi import openapi_document
+from chat.page import Page
 from chat.readiness import Readiness, RunnerReadiness, aws_readiness
 from chat.runner_client import RunnerClient
 from chat.settings import Settings
@@ -59,18 +79,23 @@ class Chat:
         self.settings = settings
         self.runner = runner
         self.readiness = readiness
+        self.models = Models(settings.default_model, settings.allowed_models)
         self.openapi = openapi_document(settings)
 
     def model(self, data: dict[str, Any], caller: Caller) -> str:
         """The requested model (or the default), if it is served here and the caller's key allows it."""
-        model = data.get("model", self.settings.default_model)
-        if not isinstance(model, str):
-            raise InvalidRequest("'model' must be a string.")
-        if model not in self.settings.allowed_models:
-            raise ModelNotFound(f"Model '{model}' is not available here; allowed: {list(self.allowed_models(caller))}.")
+        return self.allowed_for(caller, data.get("model", MISSING))
+
+    def allowed_for(self, caller: Caller, requested: Any = MISSING) -> str:
+        model = self.models.choose(requested, listed=self.allowed_models(caller))
         if caller.models is not None and model not in caller.models:
             raise ModelForbidden(f"Your API key does not allow model '{model}'; it allows: {list(caller.models)}.")
         return model
+
+    def visible(self, caller: Caller, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Ollama's model entries this caller may use (its key's list, when it has one)."""
+        names = set(self.allowed_models(caller))
+        return [entry for entry in entries if self.models.allowed_name(entry["name"]) in names]
 
     def allowed_models(self, caller: Caller) -> tuple[str, ...]:
         """The models this caller may name: ALLOWED_MODELS, narrowed by the key's own list."""
@@ -78,32 +103,53 @@ class Chat:
             return self.settings.allowed_models
         return tuple(m for m in self.settings.allowed_models if m in caller.models)
 
-    async def chat(self, request: Request) -> Response:
-        data = await read_json_object(
+    async def body(self, request: Request) -> dict[str, Any]:
+        return await read_json_object(
             request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
         )
+
+    async def whole(
+        self, model: str, generation: GenerationRequest, request: Request
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """A whole generation through the runner's slot: its reply, and the headers to pass on."""
+        caller = caller_of(request.scope)
+        record = record_of(request.scope)
+        record.model, record.stream, record.prompt = model, False, generation.get("prompt")
+        reply, headers = await self.runner.run(model, generation, request_id_of(request.scope), caller)
+        record.note_reply(model, reply)
+        record.answer = reply.get("response") if isinstance(reply.get("response"), str) else None
+        return reply, _queue_wait(headers)
+
+    async def open_stream(
+        self, model: str, generation: GenerationRequest, request: Request
+    ) -> tuple[AsyncIterator[str], dict[str, str], AsyncExitStack]:
+        """Open a streamed generation through the runner's slot: its lines, headers, and what closes it.
+
+        The runner's refusals (a full queue, an unknown model) surface here, before any byte is
+        sent, so they keep their status codes.
+        """
+        caller = caller_of(request.scope)
+        record = record_of(request.scope)
+        record.model, record.stream, record.prompt = model, True, generation.get("prompt")
+        async with AsyncExitStack() as stack:
+            runner_stream = self.runner.stream(model, generation, request_id_of(request.scope), caller)
+            lines, headers = await stack.enter_async_context(runner_stream)
+            cleanup = stack.pop_all()
+        return lines, {**STREAM_HEADERS, **_queue_wait(headers)}, cleanup
+
+    async def chat(self, request: Request) -> Response:
+        data = await self.body(request)
         generation = parse_generation_request(
             data, max_prompt_chars=self.settings.max_prompt_chars, also_allowed=("model",)
         )
-        caller = caller_of(request.scope)
-        model = self.model(data, caller)
-        request_id = request_id_of(request.scope)
+        model = self.model(data, caller_of(request.scope))
         if not generation.get("stream", False):
-            reply, headers = await self.runner.run(model, generation, request_id, caller)
-            return JSONResponse(reply, headers=_queue_wait(headers))
-
+            reply, headers = await self.whole(model, generation, request)
+            return JSONResponse(reply, headers=headers)
         fmt = stream_format(request.headers.get("accept", ""))
-        # The runner's refusals (a full queue, an unknown model) surface here, before any byte
-        # is sent, so they keep their status codes.
-        async with AsyncExitStack() as stack:
-            lines, headers = await stack.enter_async_context(self.runner.stream(model, generation, request_id, caller))
-            cleanup = stack.pop_all()
-        return ChunkStream(
-            relay(lines, fmt, request_id),
-            cleanup=cleanup,
-            media_type=MEDIA_TYPES[fmt],
-            headers={**STREAM_HEADERS, **_queue_wait(headers)},
-        )
+        lines, headers, cleanup = await self.open_stream(model, generation, request)
+        chunks = relay(lines, fmt, request_id_of(request.scope), record_of(request.scope))
+        return ChunkStream(chunks, cleanup=cleanup, media_type=MEDIA_TYPES[fmt], headers=headers)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -123,6 +169,11 @@ def runner_transport_for(settings: Settings) -> httpx.AsyncBaseTransport | None:
     return LambdaInvokeTransport(invoker, settings.runner_function, default_deadline_s=settings.chat_deadline_s)
 
 
+def metadata_for(settings: Settings, runner: RunnerClient, models: Models) -> Metadata:
+    """Ollama's answers through the runner; on AWS, chat's own settings (see :mod:`chat.metadata`)."""
+    return SettingsMetadata(models) if settings.runner_function else RunnerMetadata(runner, models)
+
+
 def readiness_for(settings: Settings, runner: RunnerClient) -> Readiness:
     """The runner's own /readyz by default; on AWS the control plane, never an invoke."""
     if not settings.runner_function:
@@ -139,6 +190,13 @@ def queue_for(settings: Settings) -> QueueStore | None:
     return build_queue_store(settings.state, limits)
 
 
+def key_add_command(state: StateSettings) -> str:
+    """The command that adds a key where this chat reads keys (this interpreter, this store)."""
+    where = f"--table {state.table}" if state.table else ""
+    prefix = "" if state.table else f"STATE_DIR={shlex.quote(state.directory)} "
+    return f"{prefix}{shlex.quote(sys.executable)} -m chat.keys {where + ' ' if where else ''}add NAME"
+
+
 def create_app(
     settings: Settings,
     *,
@@ -146,7 +204,11 @@ def create_app(
     job_store: JobStore | None = None,
     key_store: KeyStore | None = None,
     readiness: Readiness | None = None,
+    observe: ObserveSettings | None = None,
+    metrics: PrometheusMetrics | None = None,
 ) -> Starlette:
+    observe = observe or ObserveSettings()
+    metrics = metrics or prometheus_metrics(observe)
     transport = runner_transport or runner_transport_for(settings)
     runner = RunnerClient(
         settings.runner_url, timeout=settings.runner_timeout, transport=transport, token=settings.runner_token
@@ -162,10 +224,20 @@ def create_app(
         cache_ttl_s=settings.key_cache_ttl_s,
     )
     caller_needed = [Middleware(Authenticate, auth=auth)]
+    metadata = metadata_for(settings, runner, chat.models)
+    page = Page(settings)
+    ollama_api = OllamaAPI(chat, metadata, caller_needed, page)
+    openai_api = OpenAIAPI(chat, metadata, caller_needed)
+    operator_routes = []
+    if metrics is not None:
+        scrape = MetricsEndpoint(
+            metrics, keys=settings.metrics_keys, multiprocess_dir=observe.multiprocess_dir, state=settings.state
+        )
+        operator_routes.append(Route("/metrics", scrape.metrics_text, methods=["GET"], middleware=caller_needed))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        logger.warning(await auth.startup_notice())
+        logger.warning(await auth.startup_notice(key_add_command(settings.state)))
         yield
         await runner.aclose()
 
@@ -177,13 +249,18 @@ def create_app(
             Route("/openapi.json", chat.openapi_json, methods=["GET"]),
             Route("/v1/jobs", jobs.jobs, methods=["GET", "POST"], middleware=caller_needed),
             Route("/v1/jobs/{job_id}", jobs.job, methods=["GET", "DELETE"], middleware=caller_needed),
+            *ollama_api.routes(),
+            *openai_api.routes(),
+            *page.routes(),
+            *operator_routes,
         ],
         middleware=[
+            Middleware(ObserveRequests, service="chat", observers=observers_for("chat", observe, metrics)),
             Middleware(RequestIdMiddleware),
             Middleware(DeadlineMiddleware, deadline_s=settings.chat_deadline_s),
             Middleware(CancelOnDisconnect),
         ],
-        exception_handlers=dict(exception_handlers),
+        exception_handlers=dict(exception_handlers_for(error_renderer)),
         lifespan=lifespan,
     )
     app.state.chat = chat
@@ -191,4 +268,4 @@ def create_app(
     return app
 
 
-app = create_app(Settings.from_env())
+app = create_app(Settings.from_env(), observe=ObserveSettings.from_env(os.environ))

@@ -8,8 +8,8 @@ SHA-256 and a dict lookup, and a revocation applies everywhere within that time.
 ``AUTH``:
 
 - ``required``: every protected route needs a valid key (compose and AWS set this);
-- ``off``: no key needed; a key that is presented is still checked. The caller is the client
-  address (``X-Forwarded-For``'s last hop when ``TRUST_PROXY_HEADERS`` is set);
+- ``off``: no key needed; a valid key still names the caller, any other is ignored. Otherwise the
+  caller is the client address (``X-Forwarded-For``'s last hop when ``TRUST_PROXY_HEADERS`` is set);
 - unset (``auto``): ``off`` for requests that arrive on a loopback address while no key exists
   (the first ``make up``), ``required`` for everything else.
 """
@@ -80,16 +80,21 @@ class Authenticator:
     async def caller(self, scope: Scope) -> Caller:
         """The caller of this request, or ``Unauthorized``."""
         key = presented_key(scope)
-        if key is not None:
-            return await self._keyed(key)
+        record = await self._valid(key) if key is not None else None
+        if record is not None:
+            return self._keyed(record)
         if await self._open_to(scope):
+            # Open: a key that is not valid is ignored, as servers without auth do (OpenAI clients
+            # always send one, e.g. "unused"); a valid one still names the caller.
             return Caller(name=self.address(scope))
-        raise Unauthorized(KEY_REQUIRED)
+        raise Unauthorized(KEY_REQUIRED if key is None else KEY_INVALID)
 
-    async def _keyed(self, key: str) -> Caller:
+    async def _valid(self, key: str) -> ApiKey | None:
         record = await self._lookup(hash_key(key)) if looks_like_key(key) else None
-        if record is None or record["revoked_at"] is not None:
-            raise Unauthorized(KEY_INVALID)
+        return None if record is None or record["revoked_at"] is not None else record
+
+    @staticmethod
+    def _keyed(record: ApiKey) -> Caller:
         models = record["models"]
         return Caller(
             name=record["name"],
@@ -136,13 +141,17 @@ class Authenticator:
         client = scope.get("client")
         return str(client[0]) if client else "unknown"
 
-    async def startup_notice(self) -> str:
-        """One line for the log at start: how this chat decides who may call it."""
-        create = "create one with `python -m chat.keys add NAME`"
+    async def startup_notice(self, add_command: str = "python -m chat.keys add NAME") -> str:
+        """One line for the log at start: how this chat decides who may call it.
+
+        ``add_command`` is the exact command that adds a key this chat will see (its store named).
+        """
+        create = f"create one with `{add_command}`"
         if self.mode == "off":
             return "AUTH=off: no API key is needed; callers are told apart by their address."
         if await self.any_active():
-            return f"AUTH={self.mode}: every generation needs an API key."
+            setting = "AUTH=required" if self.mode == "required" else "AUTH is not set and API keys exist"
+            return f"{setting}: every generation needs an API key."
         if self.mode == "required":
             return f"AUTH=required and no API key exists yet: generations answer 401 until you {create}."
         return (

@@ -30,9 +30,8 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from servicekit.timebudget import TIME_LEFT_HEADER, time_left_header
+from servicekit.timebudget import TIME_LEFT_HEADER, seconds_left, time_left_header
 
-from chat.deadline import seconds_left
 from chat.errors import RunnerBusy, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from chat.lambda_event import http_api_event, response_parts
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from chat.openapi_dialects import PUBLIC_PATHS as DIALECT_PUBLIC_PATHS
+from chat.openapi_dialects import dialect_components, dialect_paths
 from chat.openapi_schemas import component_schemas
 from chat.settings import Settings
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/v1/config", *DIALECT_PUBLIC_PATHS})
 
 ERROR_STATUSES = {
     "400": "The body is not JSON (`invalid_json`).",
@@ -196,9 +198,17 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {**health, "503": _error("The runner or Ollama is not ready (`not_ready`).")},
                 }
             },
+            "/v1/config": {
+                "get": {
+                    "operationId": "pageConfig",
+                    "summary": "What the chat page adapts to: stream from `/chat`, or poll the jobs API.",
+                    "responses": {"200": _json("The capabilities.", "PageConfig")},
+                }
+            },
+            **dialect_paths(),
         },
         "components": {
-            "schemas": component_schemas(settings),
+            "schemas": {**component_schemas(settings), **dialect_components(settings)},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `python -m chat.keys`."},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

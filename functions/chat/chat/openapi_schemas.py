@@ -4,41 +4,66 @@ from __future__ import annotations
 
 from typing import Any
 
-from servicekit.generation import MAX_MESSAGES, MAX_STOP_SEQUENCES, ROLES
+from servicekit.contract import json_schema, object_schema
+from servicekit.embedding import EmbeddingRequest
+from servicekit.generation import ChatMessage, GenerationOptions, GenerationRequest
 
+from chat.models import tagged
 from chat.settings import Settings
 
-INT32 = {"type": "integer", "minimum": -(2**31) + 1, "maximum": 2**31 - 1}
-RATIO = {"type": "number", "minimum": 0, "maximum": 1000}
 ERROR_CODES = [
     "invalid_json", "invalid_request", "body_too_large", "prompt_too_long", "body_read_timeout",
     "model_not_found", "not_found", "method_not_allowed", "queue_full", "queue_timeout", "runner_busy",
     "not_ready", "upstream_error", "upstream_unavailable", "upstream_timeout", "deadline_exceeded", "internal_error",
     "job_not_found", "job_finished", "idempotency_conflict", "unauthorized", "model_forbidden", "state_busy",
-    "state_error", "too_many_requests",
+    "state_error", "too_many_requests", "unsupported_parameter", "management_refused",
 ]  # fmt: skip
 JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+# TypedDicts of the contract that appear by name in the document.
+REFS: dict[type, str] = {ChatMessage: "ChatMessage", GenerationOptions: "Options"}
 
 
-def chat_request_properties(settings: Settings, text: dict[str, Any]) -> dict[str, Any]:
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def model_names(settings: Settings) -> list[str]:
+    """Every name a request may use for an allowed model (with and without ``:latest``)."""
+    return sorted({*settings.allowed_models, *(tagged(name) for name in settings.allowed_models)})
+
+
+def contract_schema(hint: Any, settings: Settings) -> dict[str, Any]:
+    """The JSON Schema of a piece of the contract (servicekit.generation / servicekit.embedding)."""
+    return json_schema(hint, max_prompt_chars=settings.max_prompt_chars, refs=REFS)
+
+
+def generation_properties(settings: Settings) -> dict[str, Any]:
+    """The internal request's fields, as every dialect that sends them as they are documents them."""
+    schema = object_schema(GenerationRequest, max_prompt_chars=settings.max_prompt_chars, refs=REFS)
+    properties: dict[str, Any] = schema["properties"]
+    return properties
+
+
+def chat_request_properties(settings: Settings) -> dict[str, Any]:
     return {
-        "prompt": text,
-        "messages": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": MAX_MESSAGES,
-            "items": {"$ref": "#/components/schemas/ChatMessage"},
-        },
-        "model": {"enum": list(settings.allowed_models), "default": settings.default_model},
-        "system": {"type": "string", "maxLength": settings.max_prompt_chars},
-        "options": {"$ref": "#/components/schemas/Options"},
+        **generation_properties(settings),
+        "model": {"enum": model_names(settings), "default": settings.default_model},
         "stream": {"type": "boolean", "default": False},
-        "keep_alive": {"type": ["string", "number"], "minLength": 1, "maxLength": 32},
+    }
+
+
+def contract_components(settings: Settings) -> dict[str, Any]:
+    return {
+        "ChatMessage": object_schema(ChatMessage, max_prompt_chars=settings.max_prompt_chars, refs=REFS),
+        "Options": {
+            **object_schema(GenerationOptions, max_prompt_chars=settings.max_prompt_chars, refs=REFS),
+            "description": "Ollama options passed through; any other option is refused.",
+        },
+        "EmbeddingRequest": object_schema(EmbeddingRequest, max_prompt_chars=settings.max_prompt_chars, refs=REFS),
     }
 
 
 def component_schemas(settings: Settings) -> dict[str, Any]:
-    text = {"type": "string", "minLength": 1, "maxLength": settings.max_prompt_chars, "pattern": "\\S"}
     usage = {
         "type": "object",
         "required": ["prompt_tokens", "completion_tokens"],
@@ -51,42 +76,21 @@ def component_schemas(settings: Settings) -> dict[str, Any]:
             "queue_ms": {"type": "number", "description": "Time spent waiting for the generation slot."},
             "total_ms": {"type": "number", "description": "Ollama's total_duration."},
             "load_ms": {"type": "number", "description": "Ollama's load_duration."},
+            "prompt_eval_ms": {"type": "number", "description": "Ollama's prompt_eval_duration."},
+            "eval_ms": {"type": "number", "description": "Ollama's eval_duration."},
             "tokens_per_s": {"type": ["number", "null"]},
         },
     }
     return {
-        "ChatMessage": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["role", "content"],
-            "properties": {"role": {"enum": sorted(ROLES)}, "content": {"type": "string"}},
-        },
-        "Options": {
-            "type": "object",
-            "additionalProperties": False,
-            "description": "Ollama options passed through; any other option is refused.",
-            "properties": {
-                "temperature": RATIO,
-                "top_p": RATIO,
-                "repeat_penalty": RATIO,
-                "top_k": INT32,
-                "seed": INT32,
-                "num_predict": INT32,
-                "num_ctx": {**INT32, "minimum": 1},
-                "stop": {
-                    "type": "array",
-                    "maxItems": MAX_STOP_SEQUENCES,
-                    "items": {"type": "string", "minLength": 1},
-                },
-            },
-        },
+        **contract_components(settings),
         "ChatRequest": {
             "type": "object",
             "additionalProperties": False,
             "description": "Exactly one of `prompt` and `messages`. The whole text (prompt or message "
             f"contents, plus system) may hold at most {settings.max_prompt_chars} characters.",
             "oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
-            "properties": chat_request_properties(settings, text),
+            "properties": chat_request_properties(settings),
+            "dependentSchemas": {"tools": {"required": ["messages"]}},
         },
         "ChatResponse": {
             "type": "object",
@@ -137,7 +141,8 @@ def component_schemas(settings: Settings) -> dict[str, Any]:
             "type": "object",
             "additionalProperties": False,
             "oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
-            "properties": {k: v for k, v in chat_request_properties(settings, text).items() if k != "stream"},
+            "properties": {k: v for k, v in chat_request_properties(settings).items() if k != "stream"},
+            "dependentSchemas": {"tools": {"required": ["messages"]}},
         },
         "JobList": {
             "type": "object",
@@ -197,6 +202,18 @@ def component_schemas(settings: Settings) -> dict[str, Any]:
                     "type": ["integer", "null"],
                     "description": "Where a queued job waits in the host's queue now (1 = next); null once it runs.",
                 },
+            },
+        },
+        "PageConfig": {
+            "type": "object",
+            "required": ["streaming", "max_prompt_chars"],
+            "additionalProperties": False,
+            "properties": {
+                "streaming": {
+                    "type": "boolean",
+                    "description": "false: the page uses the jobs API instead of a streamed /chat (on AWS).",
+                },
+                "max_prompt_chars": {"type": "integer", "minimum": 1},
             },
         },
         "Error": {

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import httpx
 from servicekit.callers import Caller
+from servicekit.embedding import EmbeddingRequest
 from servicekit.generation import GenerationRequest
 from servicekit.upstream import Upstream, translate, translate_mid_stream
 
@@ -21,6 +22,8 @@ from chat.errors import RELAYED_HEADERS, RunnerRefused, UpstreamError
 from chat.lambda_transport import ASYNC_INVOKE, NO_BUSY_RETRY
 
 RUNNER = "the runner"
+# The runner answers metadata from a cache or one quick call to Ollama (whose own limit is 5 s).
+METADATA_TIMEOUT_S = 6.0
 
 
 def _refusal(response: httpx.Response, body: bytes) -> RunnerRefused | UpstreamError:
@@ -58,17 +61,50 @@ class RunnerClient:
         await self._http.aclose()
 
     @staticmethod
-    def _path(model: str) -> str:
-        return "/v1/run/" + quote(model, safe=":/")
+    def _path(model: str, action: str = "run") -> str:
+        return f"/v1/{action}/" + quote(model, safe=":/")
 
     async def run(
         self, model: str, body: GenerationRequest, request_id: str, caller: Caller
     ) -> tuple[dict[str, Any], httpx.Headers]:
         """A whole generation: the runner's reply and headers, or the runner's error raised."""
+        return await self._whole(self._path(model), body, request_id, caller)
+
+    async def embed(
+        self, model: str, body: EmbeddingRequest, request_id: str, caller: Caller
+    ) -> tuple[dict[str, Any], httpx.Headers]:
+        """Embeddings, under the same slot as generations."""
+        return await self._whole(self._path(model, "embed"), body, request_id, caller)
+
+    async def metadata(
+        self, kind: str, body: dict[str, Any] | None, request_id: str, caller: Caller | None = None
+    ) -> tuple[int, Any]:
+        """Ollama's own status and JSON for tags/show/ps/version, from the runner's short cache (never queued)."""
         try:
             request = self._http.request(
-                "POST", self._path(model), json_body=body, headers=self._headers(request_id, caller)
+                "POST" if body is not None else "GET",
+                f"/v1/ollama/{kind}",
+                json_body=body,
+                headers=self._headers(request_id, caller),
+                timeout=httpx.Timeout(METADATA_TIMEOUT_S),
+                extensions={NO_BUSY_RETRY: True},
             )
+            response = await self._http.send(request)
+        except httpx.HTTPError as exc:
+            raise translate(exc, RUNNER) from exc
+        try:
+            data = response.json()
+        except ValueError:
+            raise UpstreamError("The runner answered a metadata request with something that is not JSON.") from None
+        if response.status_code >= 500 or (isinstance(data, dict) and isinstance(data.get("error"), dict)):
+            raise _refusal(response, response.content)  # the runner's own failure, not Ollama's answer
+        return response.status_code, data
+
+    async def _whole(
+        self, path: str, body: Any, request_id: str, caller: Caller
+    ) -> tuple[dict[str, Any], httpx.Headers]:
+        try:
+            request = self._http.request("POST", path, json_body=body, headers=self._headers(request_id, caller))
             response = await self._http.send(request)
         except httpx.HTTPError as exc:
             raise translate(exc, RUNNER) from exc

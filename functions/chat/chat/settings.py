@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Literal, cast
 
 import httpx
 from servicekit.config import ConfigError, env_bool, env_choice, env_float, env_int, env_list, env_str, env_url
@@ -33,6 +33,10 @@ DEFAULT_JOB_TTL_S = 24 * 3600.0
 DEFAULT_JOB_START_DEADLINE_S = 15 * 60.0
 # The runner's queue promotes a job waiting longer; chat orders the same way when it reports a job's position.
 DEFAULT_BATCH_MAX_WAIT_S = 120.0
+# Whether the chat page streams from POST /chat or polls the jobs API. "auto": stream, except on
+# AWS (RUNNER_FUNCTION set), where API Gateway's HTTP API buffers responses and cuts them at 30 s.
+PageStreaming = Literal["auto", "on", "off"]
+PAGE_STREAMING_CHOICES: tuple[PageStreaming, ...] = ("auto", "on", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,8 @@ class Settings:
     trust_proxy_headers: bool = False
     key_cache_ttl_s: float = DEFAULT_KEY_CACHE_TTL_S
     runner_token: str = ""  # RUNNER_TOKEN: shared with the runner (local, compose); unused on AWS
+    metrics_keys: tuple[str, ...] = ()  # METRICS_KEYS: names of the API keys that may read /metrics
+    page_streaming: PageStreaming = "auto"
 
     def __post_init__(self) -> None:
         if self.job_start_deadline_s > self.job_ttl_s:
@@ -64,6 +70,13 @@ class Settings:
             raise ConfigError(
                 f"DEFAULT_MODEL {self.default_model!r} must be one of ALLOWED_MODELS {list(self.allowed_models)}"
             )
+
+    @property
+    def page_streams(self) -> bool:
+        """Whether the page streams (``/chat``) rather than polls jobs; see ``PAGE_STREAMING``."""
+        if self.page_streaming == "auto":
+            return not self.runner_function
+        return self.page_streaming == "on"
 
     @property
     def runner_timeout(self) -> httpx.Timeout:
@@ -102,4 +115,6 @@ class Settings:
             trust_proxy_headers=env_bool(env, "TRUST_PROXY_HEADERS", False),
             key_cache_ttl_s=env_float(env, "KEY_CACHE_TTL_S", DEFAULT_KEY_CACHE_TTL_S, minimum=0),
             runner_token=env_str(env, "RUNNER_TOKEN", ""),
+            metrics_keys=env_list(env, "METRICS_KEYS", ()),
+            page_streaming=cast(PageStreaming, env_choice(env, "PAGE_STREAMING", "auto", PAGE_STREAMING_CHOICES)),
         )

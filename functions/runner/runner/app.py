@@ -1,4 +1,5 @@
-"""The runner's ASGI app: ``POST /v1/run/{model}``, ``POST /v1/jobs/{id}/run``, ``GET /healthz``, ``GET /readyz``.
+"""The runner's ASGI app: ``POST /v1/run/{model}``, ``POST /v1/embed/{model}``, ``POST /v1/jobs/{id}/run``,
+``GET|POST /v1/ollama/{tags,show,ps,version}`` (metadata, never queued), ``GET /healthz``, ``GET /readyz``.
 
 ``app`` is built from the environment at import: one Ollama client and one slot per process.
 """
@@ -7,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import cast
 
 import httpx
 from servicekit.body import read_json_object
 from servicekit.callers import caller_of
 from servicekit.disconnect import CancelOnDisconnect
+from servicekit.embedding import parse_embedding_request
 from servicekit.errors import (
     JobNotFound,
     NotReady,
+    RouteNotFound,
     ServiceError,
     UpstreamError,
     error_envelope,
@@ -26,12 +31,17 @@ from servicekit.errors import (
 from servicekit.generation import parse_generation_request
 from servicekit.jobs.model import is_job_id
 from servicekit.jobs.store import JobStore
+from servicekit.observe.metrics import PrometheusMetrics
+from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics
+from servicekit.observe.record import RequestRecord, record_of
+from servicekit.observe.settings import ObserveSettings
 from servicekit.queue.model import Standing
 from servicekit.queue.store import QueueStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.state.factory import queue_store as build_queue_store
 from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
+from servicekit.timebudget import lambda_time_left_s
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -43,15 +53,25 @@ from runner.budget import Budget
 from runner.guard import ChatOnly, startup_notice
 from runner.hostlock import FileHostLock, HostLock
 from runner.jobs import JobRunner
+from runner.metadata import PATHS, MetadataCache, MetadataKind
 from runner.models import ModelCheck
 from runner.ollama import OllamaClient, PreparedGeneration
 from runner.settings import Settings
-from runner.slot import GenerationSlot, Place
-from runner.wire import RunReply, chunk_text, done_of, ollama_request, timings_of, usage_of
+from runner.settle import HOLDER_SUFFIX, HolderMark, Settle
+from runner.slot import GenerationSlot, Grant, Place
+from runner.wire import (
+    EmbedReply,
+    RunReply,
+    StreamDelta,
+    chunk_extras,
+    chunk_text,
+    done_of,
+    ollama_embed_request,
+    ollama_request,
+    timings_of,
+    usage_of,
+)
 
-# Under Lambda, stop waiting for the slot (and a job's generation) this long before the
-# invocation would be killed.
-LAMBDA_DEADLINE_MARGIN_S = 1.0
 logger = logging.getLogger("runner")
 JOB_TOO_LONG = "the runner function's timeout (900 s on AWS) bounds a job; ask for fewer tokens (options.num_predict)"
 
@@ -70,15 +90,6 @@ def queued_line(standing: Standing) -> bytes:
     return json_line({"queued": {"position": standing.position, "eta_s": round(standing.eta_s, 1)}})
 
 
-def lambda_time_left_s(scope: Scope) -> float | None:
-    """Under Lambda, the time this invocation may still use (its remaining time less a margin)."""
-    context = scope.get("aws.context")
-    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining_ms is None:
-        return None
-    return max(0.0, float(remaining_ms()) / 1000 - LAMBDA_DEADLINE_MARGIN_S)
-
-
 def queue_timeout_s(settings: Settings, scope: Scope) -> float:
     """QUEUE_TIMEOUT_S, but never past the Lambda invocation's remaining time."""
     left = lambda_time_left_s(scope)
@@ -88,12 +99,38 @@ def queue_timeout_s(settings: Settings, scope: Scope) -> float:
 class Runner:
     """The endpoints, over one Ollama client and one slot."""
 
-    def __init__(self, settings: Settings, ollama: OllamaClient, slot: GenerationSlot, jobs: JobRunner) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ollama: OllamaClient,
+        slot: GenerationSlot,
+        jobs: JobRunner,
+        metrics: PrometheusMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.ollama = ollama
-        self.models = ModelCheck(ollama)
         self.slot = slot
         self.jobs = jobs
+        self.metadata_cache = MetadataCache(ollama)
+        self.metrics = metrics
+        self.models = ModelCheck(ollama)
+
+    @asynccontextmanager
+    async def _place(self, request: Request, model: str) -> AsyncIterator[Place]:
+        """A place in the host's queue for this request (refusals raise here), with the slot_busy
+        gauge up while the slot is held here; leaving it releases the slot or the ticket."""
+        async with self.slot.place(caller_of(request.scope), "interactive", model) as place:
+            try:
+                yield place
+            finally:
+                if self.metrics is not None and place.grant is not None:
+                    self.metrics.slot_busy.set(0)
+
+    async def _wait(self, place: Place, timeout_s: float) -> Grant:
+        grant = await self.slot.wait(place, timeout_s)
+        if self.metrics is not None:
+            self.metrics.slot_busy.set(1)
+        return grant
 
     async def run(self, request: Request) -> Response:
         model = request.path_params["model"]
@@ -102,33 +139,37 @@ class Runner:
         )
         generation = parse_generation_request(data, max_prompt_chars=self.settings.max_prompt_chars)
         stream = generation.get("stream", False)
-        prepared = self.ollama.prepare(*ollama_request(model, generation, stream=stream))
+        prepared = self.ollama.prepare(*ollama_request(model, generation))
         budget = Budget.of(request)
         timeout_s = budget.cap(queue_timeout_s(self.settings, request.scope))
-        caller = caller_of(request.scope)
+        record = record_of(request.scope)
+        record.model, record.stream = model, stream
         if not stream:
-            async with self.slot.place(caller, "interactive", model) as place:
-                grant = await self.slot.wait(place, timeout_s)
+            async with self._place(request, model) as place:
+                ticket = await self._wait(place, timeout_s)
                 final = await budget.run(self.ollama.generate(prepared))
+                ticket.ended_cleanly = True
+            record.note_generation(model, final, ticket.queue_ms)
             # Let the next waiter (granted the slot just now) send its request to Ollama before
             # this reply is encoded and written: the handoff gap is Ollama's idle time.
             await asyncio.sleep(0)
             reply: RunReply = {
                 "model": model,
                 "response": chunk_text(final),
+                **chunk_extras(final),
                 "done_reason": final.get("done_reason", "stop"),
                 "usage": usage_of(final),
-                "timings": timings_of(final, grant.queue_ms),
+                "timings": timings_of(final, ticket.queue_ms),
             }
-            return JSONResponse(reply, headers=queue_headers(place.admitted.position, grant.queue_ms))
+            return JSONResponse(reply, headers=queue_headers(place.admitted.position, ticket.queue_ms))
 
         # Streaming: everything that needs no slot is checked first (a refusal keeps its status);
         # then the status line goes out at once and the client hears its place while it waits.
         await self.models.require(model)
         async with AsyncExitStack() as stack:
-            place = await stack.enter_async_context(self.slot.place(caller, "interactive", model))
+            place = await stack.enter_async_context(self._place(request, model))
             cleanup = stack.pop_all()
-        lines = self._stream_lines(place, prepared, budget, timeout_s, cleanup, request_id_of(request.scope))
+        lines = self._stream_lines(place, prepared, budget, timeout_s, cleanup, request_id_of(request.scope), record)
         return ChunkStream(
             lines,
             cleanup=cleanup,
@@ -144,6 +185,7 @@ class Runner:
         timeout_s: float,
         stack: AsyncExitStack,
         request_id: str,
+        record: RequestRecord,
     ) -> AsyncGenerator[bytes, None]:
         try:
             if place.grant is None:
@@ -152,7 +194,9 @@ class Runner:
                     yield queued_line(standing)
                 yield queued_line(Standing(position=0, eta_s=0.0, depth=0))
             assert place.grant is not None
-            queue_ms = place.grant.queue_ms
+            ticket = await self.slot.ready(place.grant)
+            if self.metrics is not None:
+                self.metrics.slot_busy.set(1)
             # Closed (by ChunkStream's cleanup) before the place, so before the slot is released.
             chunks = await budget.run(stack.enter_async_context(self.ollama.stream(prepared)))
             while True:
@@ -162,15 +206,52 @@ class Runner:
                 except StopAsyncIteration:
                     break
                 if chunk.get("done"):
-                    yield json_line(done_of(chunk, queue_ms))
+                    ticket.ended_cleanly = True
+                    record.note_generation(record.model, chunk, ticket.queue_ms)
+                    yield json_line(done_of(chunk, ticket.queue_ms))
                     return
-                text = chunk_text(chunk)
-                if text:
-                    yield json_line({"response": text})
+                delta: StreamDelta = {"response": chunk_text(chunk), **chunk_extras(chunk)}
+                if delta["response"] or len(delta) > 1:
+                    yield json_line(delta)
             raise UpstreamError("Ollama ended the stream before the generation was done.")
         except ServiceError as exc:
             # The status line is long gone: the error is the stream's last line.
+            record.error_code = exc.code
             yield json_line(error_envelope(exc, request_id))
+
+    async def embed(self, request: Request) -> Response:
+        """Embeddings take the slot like a generation: the model runs either way."""
+        model = request.path_params["model"]
+        data = await read_json_object(
+            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
+        )
+        embedding = parse_embedding_request(data, max_prompt_chars=self.settings.max_prompt_chars)
+        prepared = self.ollama.prepare(*ollama_embed_request(model, embedding))
+        budget = Budget.of(request)
+        async with self._place(request, model) as place:
+            ticket = await self._wait(place, budget.cap(queue_timeout_s(self.settings, request.scope)))
+            answer = await budget.run(self.ollama.embed(prepared))
+            ticket.ended_cleanly = True
+        reply: EmbedReply = {
+            "model": model,
+            "embeddings": answer["embeddings"],
+            "usage": {"prompt_tokens": int(answer.get("prompt_eval_count", 0)), "completion_tokens": 0},
+            "timings": timings_of({**answer, "eval_count": 0}, ticket.queue_ms),  # type: ignore[typeddict-item]
+        }
+        return JSONResponse(reply, headers=queue_headers(place.admitted.position, ticket.queue_ms))
+
+    async def metadata(self, request: Request) -> Response:
+        """Ollama's own answer (status and body) to a metadata request, from a short cache; never queued."""
+        kind = request.path_params["kind"]
+        if kind not in PATHS:
+            raise RouteNotFound(f"There is no route {request.url.path}.")
+        body = None
+        if request.method == "POST":
+            body = await read_json_object(
+                request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
+            )
+        status, answer = await self.metadata_cache.get(cast(MetadataKind, kind), body)
+        return JSONResponse(answer, status_code=status)
 
     async def run_job(self, request: Request) -> Response:
         """Queue a stored job (a batch ticket that any runner holding the slot runs); inline on Lambda."""
@@ -204,7 +285,11 @@ class Runner:
                     f"{self.ollama.name} does not have the model '{model}': pull it with `ollama pull {model}`."
                 )
         except UpstreamError as exc:
+            if self.metrics is not None:
+                self.metrics.ollama_up.set(0)
             raise NotReady(f"Ollama is not ready: {exc.message}") from exc
+        if self.metrics is not None:
+            self.metrics.ollama_up.set(1)
         depth = (await self.slot.queue.snapshot(now=time.time())).depth_by_class()
         ready = {
             "status": "ok",
@@ -222,17 +307,25 @@ def create_app(
     ollama_transport: httpx.AsyncBaseTransport | None = None,
     host_lock: HostLock | None = None,
     job_store: JobStore | None = None,
+    observe: ObserveSettings | None = None,
+    metrics: PrometheusMetrics | None = None,
     queue_store: QueueStore | None = None,
 ) -> Starlette:
-    ollama = OllamaClient(settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport)
+    observe = observe or ObserveSettings()
+    metrics = metrics or prometheus_metrics(observe)
+    settle = Settle(max_s=settings.settle_max_s, mark=HolderMark(settings.lock_path + HOLDER_SUFFIX))
+    ollama = OllamaClient(
+        settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport, pace=settle.pace
+    )
     slot = GenerationSlot(
         host_lock or FileHostLock(settings.lock_path),
         queue_store or build_queue_store(settings.state, settings.queue_limits),
         poll_interval_s=settings.lock_poll_interval_s,
+        settle=settle,
     )
     jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama)
     slot.on_job = jobs.run_claimed
-    runner = Runner(settings, ollama, slot, jobs)
+    runner = Runner(settings, ollama, slot, jobs, metrics)
 
     chat_only = [Middleware(ChatOnly, token=settings.runner_token)]
 
@@ -249,11 +342,17 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/v1/run/{model:path}", runner.run, methods=["POST"], middleware=chat_only),
+            Route("/v1/embed/{model:path}", runner.embed, methods=["POST"], middleware=chat_only),
+            Route("/v1/ollama/{kind}", runner.metadata, methods=["GET", "POST"], middleware=chat_only),
             Route("/v1/jobs/{job_id}/run", runner.run_job, methods=["POST"], middleware=chat_only),
             Route("/healthz", runner.healthz, methods=["GET"]),
             Route("/readyz", runner.readyz, methods=["GET"]),
         ],
-        middleware=[Middleware(RequestIdMiddleware), Middleware(CancelOnDisconnect)],
+        middleware=[
+            Middleware(ObserveRequests, service="runner", observers=observers_for("runner", observe, metrics)),
+            Middleware(RequestIdMiddleware),
+            Middleware(CancelOnDisconnect),
+        ],
         exception_handlers=dict(exception_handlers),
         lifespan=lifespan,
     )
@@ -261,4 +360,4 @@ def create_app(
     return app
 
 
-app = create_app(Settings.from_env())
+app = create_app(Settings.from_env(), observe=ObserveSettings.from_env(os.environ))

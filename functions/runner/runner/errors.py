@@ -1,4 +1,4 @@
-"""The runner's errors: the shared tree (see :mod:`servicekit.errors`) plus its two queue refusals.
+"""The runner's errors: the shared tree (see :mod:`servicekit.errors`, where the queue's refusals live) plus one.
 
 ::
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -31,6 +32,20 @@ from runner.wire import OllamaChunk, chunk_text, ollama_request, timings_of, usa
 logger = logging.getLogger("runner.jobs")
 # The cleanup writes of a job that is being torn down must still reach the store.
 CLEANUP_TIMEOUT_S = 5.0
+
+
+def sole_service_error(group: BaseExceptionGroup[BaseException]) -> ServiceError | None:
+    """The one :class:`ServiceError` inside a task group's error; None when it holds anything else."""
+    leaves = list(_leaves(group))
+    return leaves[0] if len(leaves) == 1 and isinstance(leaves[0], ServiceError) else None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
 def _error(exc: ServiceError, job_id: str) -> dict[str, Any]:
@@ -57,7 +72,7 @@ class JobRunner:
             assert job_id is not None
             job = await self.store.start(job_id, now=time.time(), lease_s=self.settings.job_lease_s)
             if job is not None:  # None: cancelled or expired meanwhile, or run by another delivery
-                await self._run_started(job, grant.queue_ms, Budget(None))
+                await self._run_started(job, await self.slot.ready(grant), Budget(None))
         except ServiceError as exc:
             logger.warning("job %s: %s", job_id, exc.message)
         finally:
@@ -83,7 +98,7 @@ class JobRunner:
                 started = await self.store.start(job_id, now=time.time(), lease_s=self.settings.job_lease_s)
                 if started is None:  # cancelled, expired or already run by another delivery
                     return None
-                return await self._run_started(started, grant.queue_ms, budget or Budget(None))
+                return await self._run_started(started, grant, budget or Budget(None))
         except Busy:
             await self.store.settle(
                 job_id, now=time.time(), status="expired",
@@ -91,9 +106,9 @@ class JobRunner:
             )  # fmt: skip
             return "expired"
 
-    async def _run_started(self, job: Job, queue_ms: float, budget: Budget) -> str:
+    async def _run_started(self, job: Job, grant: Grant, budget: Budget) -> str:
         try:
-            return await self._generate(job, queue_ms, budget)
+            return await self._generate(job, grant, budget)
         except asyncio.CancelledError:
             with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
                 await self.store.finish(
@@ -102,9 +117,9 @@ class JobRunner:
                 )  # fmt: skip
             raise
 
-    async def _generate(self, job: Job, queue_ms: float, budget: Budget) -> str:
+    async def _generate(self, job: Job, grant: Grant, budget: Budget) -> str:
         job_id = job["id"]
-        prepared = self.ollama.prepare(*ollama_request(job["model"], job["request"], stream=True))  # type: ignore[arg-type]
+        prepared = self.ollama.prepare(*ollama_request(job["model"], job["request"]))  # type: ignore[arg-type]
         pieces: list[str] = []
         cancelled = False
 
@@ -122,15 +137,22 @@ class JobRunner:
 
         async def generate_reporting_progress() -> OllamaChunk | None:
             """Ollama's final chunk; None when the stream ended early or the job was cancelled."""
-            async with anyio.create_task_group() as group:
-                group.start_soon(report_progress, group.cancel_scope)
-                async with self.ollama.stream(prepared) as chunks:
-                    async for chunk in chunks:
-                        if chunk.get("done"):
-                            group.cancel_scope.cancel()
-                            return chunk
-                        pieces.append(chunk_text(chunk))
-                group.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(report_progress, group.cancel_scope)
+                    async with self.ollama.stream(prepared) as chunks:
+                        async for chunk in chunks:
+                            if chunk.get("done"):
+                                group.cancel_scope.cancel()
+                                return chunk
+                            pieces.append(chunk_text(chunk))
+                    group.cancel_scope.cancel()
+            except BaseExceptionGroup as group_error:
+                # anyio wraps even a single error in a group: surface the generation's own
+                # error, so the job settles as failed with its code instead of being lost.
+                if (sole := sole_service_error(group_error)) is None:
+                    raise
+                raise sole from None
             return None
 
         try:
@@ -140,6 +162,7 @@ class JobRunner:
                 return "cancelled"
             if final is None:
                 raise UpstreamError("Ollama ended the stream before the generation was done.")
+            grant.ended_cleanly = True
         except ServiceError as exc:
             fields = {"response": "".join(pieces), "error": _error(exc, job_id)}
             await self.store.finish(job_id, "failed", now=time.time(), fields=fields)
@@ -147,7 +170,7 @@ class JobRunner:
         fields = {
             "response": "".join(pieces),
             "usage": dict(usage_of(final)),
-            "timings": dict(timings_of(final, queue_ms)),
+            "timings": dict(timings_of(final, grant.queue_ms)),
         }
         await self.store.finish(job_id, "succeeded", now=time.time(), fields=fields)
         return "succeeded"

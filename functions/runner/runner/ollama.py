@@ -7,6 +7,7 @@ in-process instead of a socket.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,8 +16,21 @@ from typing import Any, cast
 import httpx
 from servicekit.upstream import Upstream, translate, translate_mid_stream
 
-from runner.errors import ModelNotFound, UpstreamError
-from runner.wire import OllamaChunk, OllamaEndpoint, OllamaRequest
+from runner.errors import InvalidRequest, ModelNotFound, UpstreamError
+from runner.settle import TokenPace
+from runner.wire import (
+    OllamaChunk,
+    OllamaEmbedReply,
+    OllamaEmbedRequest,
+    OllamaEndpoint,
+    OllamaRequest,
+    chunk_extras,
+    chunk_text,
+    gathered,
+)
+
+# Metadata (tags, show, ps) answers at once in Ollama; a few seconds means it is in trouble.
+METADATA_TIMEOUT_S = 5.0
 
 
 def _error_message(body: bytes) -> str:
@@ -32,6 +46,9 @@ def _error_message(body: bytes) -> str:
 def _raise_for_status(response: httpx.Response, body: bytes, model: str) -> None:
     if response.status_code == 404:
         raise ModelNotFound(f"Ollama does not have model '{model}': {_error_message(body)}")
+    if response.status_code == 400:
+        # e.g. "... does not support tools" / "... does not support thinking": the request, not Ollama, is at fault.
+        raise InvalidRequest(f"Ollama refused the request: {_error_message(body)}")
     if response.status_code >= 400:
         raise UpstreamError(f"Ollama answered {response.status_code}: {_error_message(body)}")
 
@@ -61,8 +78,10 @@ class OllamaClient:
         *,
         timeout: httpx.Timeout,
         transport: httpx.AsyncBaseTransport | None = None,
+        pace: TokenPace | None = None,
     ) -> None:
         self.base_url = base_url
+        self.pace = pace or TokenPace()  # the gaps between chunks, which size the settle
         self.name = f"Ollama at {base_url}"
         # One generation at a time: a few connections (the generation, a readiness probe) suffice.
         self._http = Upstream(base_url, timeout=timeout, transport=transport, max_connections=4)
@@ -80,6 +99,21 @@ class OllamaClient:
         data: Any = response.json() if response.content else {}
         return str(data.get("version", "unknown")) if isinstance(data, dict) else "unknown"
 
+    async def metadata(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """Ollama's answer to a metadata request (``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version``):
+        its status and decoded JSON, errors included (a 404 from /api/show is an answer, not a failure)."""
+        try:
+            request = self._http.request(method, path, json_body=body, timeout=httpx.Timeout(METADATA_TIMEOUT_S))
+            response = await self._http.send(request)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.name) from exc
+        if response.status_code >= 500:
+            raise UpstreamError(f"Ollama answered {response.status_code}: {_error_message(response.content)}")
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            raise UpstreamError(f"Ollama answered {path} with something that is not JSON.") from None
+
     async def has_model(self, model: str) -> bool:
         """Whether Ollama lists ``model`` in /api/tags (``name`` and ``name:latest`` are the same model)."""
         try:
@@ -94,18 +128,43 @@ class OllamaClient:
             raise UpstreamError("Ollama's /api/tags is not a list of models.") from None
         return model in names or f"{model}:latest" in names or model.removesuffix(":latest") in names
 
-    def prepare(self, endpoint: OllamaEndpoint, body: OllamaRequest) -> PreparedGeneration:
+    def prepare(self, endpoint: OllamaEndpoint, body: OllamaRequest | OllamaEmbedRequest) -> PreparedGeneration:
         """Build the request while waiting for the slot: once granted, it only has to be sent."""
         return PreparedGeneration(self._http.request("POST", f"/api/{endpoint}", json_body=body), body["model"])
 
     async def generate(self, prepared: PreparedGeneration) -> OllamaChunk:
-        """A whole, non-streamed generation."""
+        """A whole generation: streamed from Ollama and gathered here into one final chunk.
+
+        Never a non-streamed call: Ollama notices a closed request only when it writes its next
+        token, so a caller that gives up stops a streamed generation at once, while a
+        non-streamed one would run on to the end with the slot already given to the next request.
+        """
+        text: list[str] = []
+        thinking: list[str] = []
+        tool_calls: list[Any] = []
+        async with self.stream(prepared) as chunks:
+            async for chunk in chunks:
+                extras = chunk_extras(chunk)
+                text.append(chunk_text(chunk))
+                thinking.append(extras.get("thinking", ""))
+                tool_calls.extend(extras.get("tool_calls", []))
+                if chunk.get("done"):
+                    return gathered(chunk, "".join(text), "".join(thinking), tool_calls)
+        raise UpstreamError("Ollama ended the stream before the generation was done.")
+
+    async def embed(self, prepared: PreparedGeneration) -> OllamaEmbedReply:
         try:
             response = await self._http.send(prepared.request)
         except httpx.HTTPError as exc:
             raise translate(exc, self.name) from exc
         _raise_for_status(response, response.content, prepared.model)
-        return _parse_chunk(response.content)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("embeddings"), list):
+            raise UpstreamError("Ollama answered an embedding request with something that is not embeddings.")
+        return cast(OllamaEmbedReply, data)
 
     @asynccontextmanager
     async def stream(self, prepared: PreparedGeneration) -> AsyncIterator[AsyncIterator[OllamaChunk]]:
@@ -122,9 +181,14 @@ class OllamaClient:
             raise translate(exc, self.name) from exc
 
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[OllamaChunk]:
+        last: float | None = None
         try:
             async for line in response.aiter_lines():
                 if line.strip():
+                    now = time.perf_counter()
+                    if last is not None:
+                        self.pace.record(now - last)
+                    last = now
                     yield _parse_chunk(line)
         except httpx.HTTPError as exc:
             raise translate_mid_stream(exc, self.name) from exc

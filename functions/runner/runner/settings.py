@@ -33,6 +33,9 @@ DEFAULT_BODY_READ_TIMEOUT_S = 10.0
 DEFAULT_MAX_PROMPT_CHARS = 16_000
 DEFAULT_GENERATION_ESTIMATE_S = 5.0
 DEFAULT_JOB_PROGRESS_INTERVAL_S = 0.5
+# The longest settle before the slot passes on after a cancelled or failed generation (or a
+# dead holder): about one inter-token interval as measured, at most this (see runner.settle).
+DEFAULT_SETTLE_MAX_S = 0.25
 # A running job's runner must report within this; a job whose runner died is failed after it.
 DEFAULT_JOB_LEASE_S = 30.0
 
@@ -91,6 +94,7 @@ class Settings:
     body_read_timeout_s: float = DEFAULT_BODY_READ_TIMEOUT_S
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     generation_estimate_s: float = DEFAULT_GENERATION_ESTIMATE_S
+    settle_max_s: float = DEFAULT_SETTLE_MAX_S
     state: StateSettings = field(default_factory=StateSettings)
     job_progress_interval_s: float = DEFAULT_JOB_PROGRESS_INTERVAL_S
     job_lease_s: float = DEFAULT_JOB_LEASE_S
@@ -146,6 +150,7 @@ class Settings:
             body_read_timeout_s=env_float(env, "BODY_READ_TIMEOUT_S", DEFAULT_BODY_READ_TIMEOUT_S, minimum=0.001),
             max_prompt_chars=env_int(env, "MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS, minimum=1),
             generation_estimate_s=env_float(env, "GENERATION_ESTIMATE_S", DEFAULT_GENERATION_ESTIMATE_S, minimum=0.001),
+            settle_max_s=env_float(env, "SETTLE_MAX_S", DEFAULT_SETTLE_MAX_S, minimum=0.0),
             state=state,
             job_progress_interval_s=env_float(
                 env, "JOB_PROGRESS_INTERVAL_S", DEFAULT_JOB_PROGRESS_INTERVAL_S, minimum=0.01

@@ -34,6 +34,7 @@ from servicekit.queue.model import NewTicket, Snapshot, Standing, Ticket, Ticket
 from servicekit.queue.store import QueueStore
 
 from runner.hostlock import HostLock
+from runner.settle import Settle, SettlingHostLock
 
 logger = logging.getLogger("runner.slot")
 
@@ -54,6 +55,9 @@ class Grant:
     ticket: Ticket
     queue_ms: float
     started: float = field(default_factory=time.perf_counter)
+    # Set by the holder once Ollama sent its final chunk. Left False (cancelled, failed), the
+    # slot settles before it passes on: Ollama may still be generating (see runner.settle).
+    ended_cleanly: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -72,8 +76,11 @@ JobStarter = Callable[[Grant], None]
 
 
 class GenerationSlot:
-    def __init__(self, host_lock: HostLock, queue: QueueStore, *, poll_interval_s: float) -> None:
-        self._host = host_lock
+    def __init__(
+        self, host_lock: HostLock, queue: QueueStore, *, poll_interval_s: float, settle: Settle | None = None
+    ) -> None:
+        self._settle = settle or Settle(max_s=0.0, mark=None)
+        self._host = host_lock if settle is None else SettlingHostLock(host_lock, settle)
         self.queue = queue
         self._poll_interval_s = poll_interval_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -104,6 +111,11 @@ class GenerationSlot:
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)
+
+    @property
+    def waiting_here(self) -> int:
+        """How many of this process's requests wait (the host's queue: ``queue.snapshot``)."""
+        return len(self._waiting_ids())
 
     @property
     def busy(self) -> bool:
@@ -176,10 +188,16 @@ class GenerationSlot:
                 yield place.standing
 
     async def wait(self, place: Place, timeout_s: float) -> Grant:
+        """Wait (at most ``timeout_s``) for the place's turn; the grant, ready to send to Ollama."""
         async for _ in self.standings(place, timeout_s):
             pass
         assert place.grant is not None
-        return place.grant
+        return await self.ready(place.grant)
+
+    async def ready(self, grant: Grant) -> Grant:
+        """Before the first send after the lock was taken over from a holder that died: settle."""
+        await self._settle.before_first_send_after_takeover()
+        return grant
 
     # -- releasing ----------------------------------------------------------------------------------
 
@@ -201,6 +219,8 @@ class GenerationSlot:
         following: Ticket | None = None
         try:
             with anyio.CancelScope(shield=True):
+                if not grant.ended_cleanly:
+                    await self._settle.after_abnormal_end()
                 following = await self.queue.finish(
                     grant.ticket["id"], holder=self.holder, mine=self._waiting_ids(), now=time.time(),
                     duration_s=duration_s,

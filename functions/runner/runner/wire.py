@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-from servicekit.generation import ChatMessage, GenerationOptions, GenerationRequest
+from servicekit.embedding import EmbeddingRequest
+from servicekit.generation import ChatMessage, Format, GenerationOptions, GenerationRequest, Think
 
-OllamaEndpoint = Literal["generate", "chat"]
+OllamaEndpoint = Literal["generate", "chat", "embed"]
 
 
 class OllamaRequest(TypedDict):
@@ -17,6 +18,21 @@ class OllamaRequest(TypedDict):
     messages: NotRequired[list[ChatMessage]]
     options: NotRequired[GenerationOptions]
     keep_alive: NotRequired[str | int | float]
+    format: NotRequired[Format]
+    think: NotRequired[Think]
+    tools: NotRequired[list[dict[str, Any]]]
+
+
+class OllamaEmbedRequest(EmbeddingRequest):
+    model: str
+
+
+class OllamaEmbedReply(TypedDict, total=False):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
 
 
 class OllamaChunk(TypedDict, total=False):
@@ -24,7 +40,8 @@ class OllamaChunk(TypedDict, total=False):
 
     model: str
     response: str  # /api/generate
-    message: dict[str, Any]  # /api/chat: {"role": "assistant", "content": ...}
+    thinking: str  # /api/generate with think
+    message: dict[str, Any]  # /api/chat: {"role": "assistant", "content": ..., "thinking"?, "tool_calls"?}
     done: bool
     done_reason: str
     total_duration: int
@@ -45,10 +62,19 @@ class Timings(TypedDict):
     queue_ms: float  # waiting for the slot, in the runner
     total_ms: float  # Ollama's total_duration: load + prompt evaluation + generation
     load_ms: float
+    prompt_eval_ms: float
+    eval_ms: float
     tokens_per_s: float | None
 
 
-class RunReply(TypedDict):
+class Extras(TypedDict, total=False):
+    """What a thinking model or a tool-calling chat adds beside the text."""
+
+    thinking: str
+    tool_calls: list[dict[str, Any]]
+
+
+class RunReply(Extras):
     model: str
     response: str
     done_reason: str
@@ -56,8 +82,15 @@ class RunReply(TypedDict):
     timings: Timings
 
 
-class StreamDelta(TypedDict):
+class StreamDelta(Extras):
     response: str
+
+
+class EmbedReply(TypedDict):
+    model: str
+    embeddings: list[list[float]]
+    usage: Usage
+    timings: Timings
 
 
 class StreamDone(TypedDict):
@@ -67,13 +100,22 @@ class StreamDone(TypedDict):
     timings: Timings
 
 
-def ollama_request(model: str, request: GenerationRequest, *, stream: bool) -> tuple[OllamaEndpoint, OllamaRequest]:
-    """Choose the endpoint and build its body: ``prompt`` → /api/generate, ``messages`` → /api/chat."""
-    body: OllamaRequest = {"model": model, "stream": stream}
+def ollama_request(model: str, request: GenerationRequest) -> tuple[OllamaEndpoint, OllamaRequest]:
+    """Choose the endpoint and build its body: ``prompt`` → /api/generate, ``messages`` → /api/chat.
+
+    Always streamed, whatever the client asked: see :meth:`runner.ollama.OllamaClient.generate`.
+    """
+    body: OllamaRequest = {"model": model, "stream": True}
     if "options" in request:
         body["options"] = request["options"]
     if "keep_alive" in request:
         body["keep_alive"] = request["keep_alive"]
+    if "format" in request:
+        body["format"] = request["format"]
+    if "think" in request:
+        body["think"] = request["think"]
+    if "tools" in request:
+        body["tools"] = request["tools"]
     if "prompt" in request:
         body["prompt"] = request["prompt"]
         if "system" in request:
@@ -86,11 +128,43 @@ def ollama_request(model: str, request: GenerationRequest, *, stream: bool) -> t
     return "chat", body
 
 
+def ollama_embed_request(model: str, request: EmbeddingRequest) -> tuple[OllamaEndpoint, OllamaEmbedRequest]:
+    return "embed", {"model": model, **request}
+
+
 def chunk_text(chunk: OllamaChunk) -> str:
     if "response" in chunk:
         return chunk["response"]
     content = chunk.get("message", {}).get("content", "")
     return content if isinstance(content, str) else ""
+
+
+def chunk_extras(chunk: OllamaChunk) -> Extras:
+    """Thinking and tool calls, wherever the endpoint puts them (top level for generate, message for chat)."""
+    extras: Extras = {}
+    message = chunk.get("message", {})
+    thinking = chunk.get("thinking") or message.get("thinking")
+    if isinstance(thinking, str) and thinking:
+        extras["thinking"] = thinking
+    tool_calls = message.get("tool_calls")
+    if isinstance(tool_calls, list) and tool_calls:
+        extras["tool_calls"] = tool_calls
+    return extras
+
+
+def gathered(final: OllamaChunk, text: str, thinking: str, tool_calls: list[Any]) -> OllamaChunk:
+    """A stream's final chunk carrying what the whole stream said, as a non-streamed answer would."""
+    if "message" in final:
+        message = {**final["message"], "content": text}
+        if thinking:
+            message["thinking"] = thinking
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        return {**final, "message": message}
+    whole: OllamaChunk = {**final, "response": text}
+    if thinking:
+        whole["thinking"] = thinking
+    return whole
 
 
 def _ms(ns: int | None) -> float:
@@ -110,6 +184,8 @@ def timings_of(final: OllamaChunk, queue_ms: float) -> Timings:
         "queue_ms": round(queue_ms, 3),
         "total_ms": _ms(final.get("total_duration")),
         "load_ms": _ms(final.get("load_duration")),
+        "prompt_eval_ms": _ms(final.get("prompt_eval_duration")),
+        "eval_ms": _ms(eval_ns),
         "tokens_per_s": round(eval_count / (eval_ns / 1e9), 2) if eval_ns else None,
     }
 

@@ -8,6 +8,7 @@
 - :mod:`servicekit.generation` — the generation request both services accept, validated.
 - :mod:`servicekit.streaming` — streamed responses whose cleanup always runs.
 - :mod:`servicekit.lambda_adapter` — the Mangum handler both functions use.
+- :mod:`servicekit.timebudget` — time left: request deadlines, the Lambda margin, ``X-Time-Left-Ms``.
 - :mod:`servicekit.upstream` — the lean HTTP client for each hop (an httpx transport, aiohttp by default).
 - :mod:`servicekit.jobs` — asynchronous jobs: the document, its lifecycle, SQLite and DynamoDB stores.
 - :mod:`servicekit.queue` — the fair queue of generations: tickets, their order, the SQLite store.

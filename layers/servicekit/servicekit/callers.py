@@ -18,7 +18,9 @@ _STATE_KEY = "caller"
 NAME_HEADER = "x-caller-name"
 WEIGHT_HEADER = "x-caller-weight"
 MAX_WAITING_HEADER = "x-caller-max-waiting"
-CALLER_HEADERS = (NAME_HEADER, WEIGHT_HEADER, MAX_WAITING_HEADER)
+# "1" when the name is an API key's (bounded: metrics may use it as a label), absent for an address.
+KEYED_HEADER = "x-caller-keyed"
+CALLER_HEADERS = (NAME_HEADER, WEIGHT_HEADER, MAX_WAITING_HEADER, KEYED_HEADER)
 # A request that reaches the runner without a caller (a direct call on loopback, say).
 ANONYMOUS = "anonymous"
 
@@ -36,6 +38,8 @@ class Caller:
         headers = {NAME_HEADER: self.name, WEIGHT_HEADER: str(self.weight)}
         if self.max_waiting is not None:
             headers[MAX_WAITING_HEADER] = str(self.max_waiting)
+        if self.keyed:
+            headers[KEYED_HEADER] = "1"
         return headers
 
 
@@ -53,12 +57,19 @@ def caller_from_headers(headers: Mapping[str, str]) -> Caller:
         name=name,
         weight=_positive(headers.get(WEIGHT_HEADER)) or 1,
         max_waiting=_positive(headers.get(MAX_WAITING_HEADER)),
+        keyed=headers.get(KEYED_HEADER) == "1",
     )
 
 
 def set_caller(scope: Scope, caller: Caller) -> None:
     state: dict[str, Any] = scope.setdefault("state", {})
     state[_STATE_KEY] = caller
+
+
+def caller_or_none(scope: Scope) -> Caller | None:
+    """The caller, if an auth layer has stored one (logs and metrics: public routes have none)."""
+    caller = scope.get("state", {}).get(_STATE_KEY)
+    return caller if isinstance(caller, Caller) else None
 
 
 def caller_of(scope: Scope) -> Caller:

@@ -6,6 +6,7 @@
     ├── ClientError                   4xx: the request is wrong; retrying it unchanged will fail again
     │   ├── Unauthorized              401 unauthorized + WWW-Authenticate: Bearer
     │   ├── ModelForbidden            403 model_forbidden: the caller's key does not allow this model
+    │   ├── Forbidden                 403 forbidden: the caller may not use this route (/metrics)
     │   ├── InvalidJSON               400 invalid_json
     │   ├── InvalidRequest            422 invalid_request
     │   ├── BodyTooLarge              413 body_too_large
@@ -16,7 +17,9 @@
     │   ├── JobFinished               409 job_finished
     │   ├── IdempotencyConflict       422 idempotency_conflict
     │   ├── RouteNotFound             404 not_found
-    │   └── MethodNotAllowed          405 method_not_allowed
+    │   ├── MethodNotAllowed          405 method_not_allowed
+    │   ├── UnsupportedParameter      400 unsupported_parameter: valid in an API we speak, not offered here
+    │   └── ManagementRefused         403 management_refused: Ollama's pull/push/create/copy/delete/blobs
     ├── Busy                          503 + Retry-After: come back later
     │   ├── StateBusy                 503 state_busy: another process kept the state database locked
     │   ├── QueueFull                 503 queue_full: MAX_QUEUE tickets already wait on this host
@@ -29,21 +32,25 @@
         ├── UpstreamUnavailable       502 upstream_unavailable
         └── UpstreamTimeout           504 upstream_timeout
 
-Endpoints raise; :data:`exception_handlers` (installed in each ``create_app``) is the only place
-that turns an exception into a response. Mapping is by type, never by message text.
+Endpoints raise; :func:`exception_handlers_for` (installed in each ``create_app``) is the only place
+that turns an exception into a response. Mapping is by type, never by message text. The status
+and headers (``Retry-After``, ``WWW-Authenticate``) come from the exception; only the body's
+shape depends on the API a route speaks (our envelope, Ollama's, OpenAI's): a
+:data:`BodyRenderer` chosen by the request's path.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NotRequired, TypedDict
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from servicekit.observe.record import note_error_code
 from servicekit.requestid import request_id_of
 
 logger = logging.getLogger("servicekit.errors")
@@ -102,6 +109,13 @@ class ModelForbidden(ClientError):
     code = "model_forbidden"
 
 
+class Forbidden(ClientError):
+    """A valid caller that may not use this route (``/metrics`` without a METRICS_KEYS key)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class InvalidJSON(ClientError):
     status = 400
     code = "invalid_json"
@@ -156,6 +170,16 @@ class RouteNotFound(ClientError):
 class MethodNotAllowed(ClientError):
     status = 405
     code = "method_not_allowed"
+
+
+class UnsupportedParameter(ClientError):
+    status = 400
+    code = "unsupported_parameter"
+
+
+class ManagementRefused(ClientError):
+    status = 403
+    code = "management_refused"
 
 
 class Busy(ServiceError):
@@ -241,40 +265,44 @@ def error_envelope(error: ServiceError, request_id: str) -> ErrorEnvelope:
     return {"error": body}  # type: ignore[typeddict-item]
 
 
-def error_response(error: ServiceError, request_id: str) -> JSONResponse:
+BodyRenderer = Callable[[ServiceError, str], Mapping[str, Any]]
+"""An error's body in one API's shape, from the error and the request id."""
+
+
+def error_response(error: ServiceError, request_id: str, render: BodyRenderer = error_envelope) -> JSONResponse:
     headers = {"X-Request-ID": request_id, **error.headers()}
-    return JSONResponse(error_envelope(error, request_id), status_code=error.status, headers=headers)
+    return JSONResponse(render(error, request_id), status_code=error.status, headers=headers)
 
 
-async def _service_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
-    return error_response(exc, request_id_of(request.scope))
+def exception_handlers_for(renderer_for: Callable[[str], BodyRenderer]) -> Mapping[Any, Any]:
+    """Starlette exception handlers whose bodies take the shape ``renderer_for(path)`` chooses."""
 
-
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    # Starlette raises these for unknown routes and wrong methods.
-    assert isinstance(exc, HTTPException)
-    error: ServiceError
-    if exc.status_code == 405:
-        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
-        response = error_response(error, request_id_of(request.scope))
-        response.headers.update(exc.headers or {})
+    def respond(request: Request, error: ServiceError, extra_headers: Mapping[str, str] | None = None) -> Response:
+        note_error_code(request.scope, error.code)  # for the request's log line and metrics
+        response = error_response(error, request_id_of(request.scope), renderer_for(request.url.path))
+        response.headers.update(extra_headers or {})
         return response
-    if exc.status_code == 404:
-        error = RouteNotFound(f"There is no route {request.url.path}.")
-    else:
-        error = ClientError(str(exc.detail))
-    return error_response(error, request_id_of(request.scope))
+
+    async def service_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServiceError)
+        return respond(request, exc)
+
+    async def http_exception(request: Request, exc: Exception) -> Response:
+        # Starlette raises these for unknown routes and wrong methods.
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            error: ServiceError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
+            return respond(request, error, exc.headers)
+        if exc.status_code == 404:
+            return respond(request, RouteNotFound(f"There is no route {request.url.path}."))
+        return respond(request, ClientError(str(exc.detail)))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # The traceback goes to the log, never to the client.
+        logger.error("unhandled error", exc_info=exc)
+        return respond(request, ServiceError("An internal error occurred."))
+
+    return {ServiceError: service_error, HTTPException: http_exception, Exception: unexpected}
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # The traceback goes to the log, never to the client.
-    logger.error("unhandled error", exc_info=exc)
-    return error_response(ServiceError("An internal error occurred."), request_id_of(request.scope))
-
-
-exception_handlers: Mapping[Any, Any] = {
-    ServiceError: _service_error,
-    HTTPException: _http_exception,
-    Exception: _unexpected,
-}
+exception_handlers: Mapping[Any, Any] = exception_handlers_for(lambda path: error_envelope)

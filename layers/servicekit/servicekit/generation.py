@@ -1,64 +1,87 @@
-"""The generation request both services accept, and its validation.
+"""The one generation request every API is translated into, and its validation.
 
-Chat validates every public request with :func:`parse_generation_request` before forwarding
-anything; the runner validates again, because it is a service of its own with its own callers.
+Chat's dialects (``/chat``, Ollama's ``/api/chat`` and ``/api/generate``, OpenAI's
+``/v1/chat/completions`` and ``/v1/completions``) each parse their body into a
+:class:`GenerationRequest`; chat validates it with :func:`parse_generation_request` before
+forwarding anything, and the runner validates it again, because it is a service of its own.
+The TypedDicts below are the contract: the limits on their fields (``Annotated`` metadata, see
+:mod:`servicekit.contract`) drive the option validation here and chat's OpenAPI schemas, and
+the local model server reads :class:`GenerationOptions` for the options it honours.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
+from typing import Annotated, Any, Literal, NotRequired, TypedDict, cast, get_args
 
+from servicekit.contract import INT_LIMIT, Items, Length, NonBlank, PromptText, Range, fields_of, meta_of, unwrap
 from servicekit.errors import InvalidRequest, PromptTooLong
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 ROLES: frozenset[str] = frozenset(get_args(Role))
+MAX_MESSAGES = 1000
+MAX_STOP_SEQUENCES = 16
+MAX_TOOLS = 128
+RATIO = Range(0, 1000)
+PENALTY = Range(-2, 2)
 
 
 class ChatMessage(TypedDict):
     role: Role
-    content: str
+    content: NotRequired[str]
+    thinking: NotRequired[str]  # a thinking model's earlier reasoning, sent back in a conversation
+    # Ollama's shape: [{"function": {"name", "arguments"}}]
+    tool_calls: NotRequired[Annotated[list[dict[str, Any]], Items(0, MAX_TOOLS)]]
+    tool_name: NotRequired[str]  # on a "tool" message: which tool answered
 
 
 class GenerationOptions(TypedDict, total=False):
     """The Ollama options we pass through; anything else is refused, not silently dropped."""
 
-    temperature: float
-    top_p: float
+    temperature: Annotated[float, RATIO]
+    top_p: Annotated[float, RATIO]
     top_k: int
     seed: int
     num_predict: int
-    num_ctx: int
-    stop: list[str]
-    repeat_penalty: float
+    num_ctx: Annotated[int, Range(1, INT_LIMIT - 1)]
+    stop: Annotated[list[Annotated[str, Length(1, 1000)]], Items(0, MAX_STOP_SEQUENCES)]
+    repeat_penalty: Annotated[float, RATIO]
+    frequency_penalty: Annotated[float, PENALTY]
+    presence_penalty: Annotated[float, PENALTY]
+
+
+# "json", or a JSON Schema the reply must follow (Ollama's `format`).
+Format = Literal["json"] | dict[str, Any]
+Think = bool | Literal["low", "medium", "high"]
+KeepAlive = Annotated[str | float, Length(1, 32)]
 
 
 class GenerationRequest(TypedDict):
-    """Exactly one of ``prompt`` and ``messages``."""
+    """Exactly one of ``prompt`` and ``messages``; ``tools`` only with ``messages``."""
 
-    prompt: NotRequired[str]
-    messages: NotRequired[list[ChatMessage]]
-    system: NotRequired[str]
+    prompt: NotRequired[Annotated[str, NonBlank(), PromptText()]]
+    messages: NotRequired[Annotated[list[ChatMessage], Items(1, MAX_MESSAGES)]]
+    system: NotRequired[Annotated[str, PromptText()]]
     options: NotRequired[GenerationOptions]
+    format: NotRequired[Format]
+    think: NotRequired[Think]
+    tools: NotRequired[Annotated[list[dict[str, Any]], Items(0, MAX_TOOLS)]]
     stream: NotRequired[bool]
-    keep_alive: NotRequired[str | int | float]
+    keep_alive: NotRequired[KeepAlive]
 
 
 REQUEST_FIELDS: frozenset[str] = frozenset(GenerationRequest.__annotations__)
-_FLOAT_OPTIONS = ("temperature", "top_p", "repeat_penalty")
-_INT_OPTIONS = ("top_k", "seed", "num_predict", "num_ctx")
-OPTION_NAMES: frozenset[str] = frozenset(GenerationOptions.__annotations__)
-_INT_LIMIT = 2**31
-MAX_MESSAGES = 1000
-MAX_STOP_SEQUENCES = 16
+MESSAGE_FIELDS: frozenset[str] = frozenset(ChatMessage.__annotations__)
+OPTION_FIELDS = fields_of(GenerationOptions)
+OPTION_NAMES: frozenset[str] = frozenset(OPTION_FIELDS)
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _unicode(value: str, name: str) -> str:
+def unicode_text(value: str, name: str) -> str:
     """JSON can carry lone surrogates (\\ud800) that are not text and cannot be encoded again."""
     try:
         value.encode("utf-8")
@@ -73,7 +96,31 @@ def _text(data: Mapping[str, Any], name: str) -> str:
         raise InvalidRequest(f"'{name}' must be a string.")
     if not value.strip():
         raise InvalidRequest(f"'{name}' must not be empty.")
-    return _unicode(value, name)
+    return unicode_text(value, name)
+
+
+def _objects(value: object, name: str, limit: int) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or len(value) > limit or not all(isinstance(item, dict) for item in value):
+        raise InvalidRequest(f"'{name}' must be a list of at most {limit} objects.")
+    return cast(list[dict[str, Any]], value)
+
+
+def _message(index: int, item: object) -> ChatMessage:
+    where = f"messages[{index}]"
+    if not isinstance(item, dict) or "role" not in item or not set(item) <= MESSAGE_FIELDS:
+        raise InvalidRequest(f"{where} must be an object with 'role' and any of {sorted(MESSAGE_FIELDS - {'role'})}.")
+    role = item["role"]
+    if not isinstance(role, str) or role not in ROLES:
+        raise InvalidRequest(f"{where}.role must be one of {sorted(ROLES)}.")
+    message: ChatMessage = {"role": cast(Role, role)}
+    for name in ("content", "thinking", "tool_name"):
+        if name in item:
+            if not isinstance(item[name], str):
+                raise InvalidRequest(f"{where}.{name} must be a string.")
+            message[name] = unicode_text(item[name], f"{where}.{name}")
+    if "tool_calls" in item:
+        message["tool_calls"] = _objects(item["tool_calls"], f"{where}.tool_calls", MAX_TOOLS)
+    return message
 
 
 def _messages(value: object) -> list[ChatMessage]:
@@ -81,52 +128,64 @@ def _messages(value: object) -> list[ChatMessage]:
         raise InvalidRequest('\'messages\' must be a non-empty list of {"role", "content"} objects.')
     if len(value) > MAX_MESSAGES:
         raise InvalidRequest(f"'messages' may hold at most {MAX_MESSAGES} messages.")
-    messages: list[ChatMessage] = []
-    for index, item in enumerate(value):
-        if not isinstance(item, dict) or set(item) != {"role", "content"}:
-            raise InvalidRequest(f"messages[{index}] must be an object with exactly 'role' and 'content'.")
-        role, content = item["role"], item["content"]
-        if not isinstance(role, str) or role not in ROLES:
-            raise InvalidRequest(f"messages[{index}].role must be one of {sorted(ROLES)}.")
-        if not isinstance(content, str):
-            raise InvalidRequest(f"messages[{index}].content must be a string.")
-        messages.append({"role": cast(Role, role), "content": _unicode(content, f"messages[{index}].content")})
-    return messages
+    return [_message(index, item) for index, item in enumerate(value)]
 
 
-def _options(value: object) -> GenerationOptions:
+def _option(name: str, value: object) -> Any:
+    """One option, checked against its declared type and limits."""
+    kind, meta = OPTION_FIELDS[name]
+    bounds: Range | None = meta_of(meta, Range)
+    if kind is float:
+        low, high = (bounds.minimum, bounds.maximum) if bounds else (-math.inf, math.inf)
+        if not is_number(value) or not math.isfinite(cast(float, value)) or not low <= cast(float, value) <= high:
+            raise InvalidRequest(f"options.{name} must be a number from {low:g} to {high:g}.")
+        return value
+    if kind is int:
+        # JSON Schema counts 3.0 as an integer, and so do we.
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if not whole or isinstance(value, bool) or abs(cast(float, value)) >= INT_LIMIT:
+            raise InvalidRequest(f"options.{name} must be a whole number below 2^31 in size.")
+        if bounds and not bounds.minimum <= cast(float, value) <= bounds.maximum:
+            raise InvalidRequest(f"options.{name} must be at least {bounds.minimum:g}.")
+        return int(cast(float, value))
+    # list[str]: the only other kind of option (stop)
+    items: Items = meta_of(meta, Items)
+    length: Length = meta_of(unwrap(get_args(kind)[0])[1], Length)
+    texts = value if isinstance(value, list) and len(value) <= items.maximum else [None]
+    if not all(isinstance(s, str) and length.minimum <= len(s) <= length.maximum for s in texts):
+        raise InvalidRequest(
+            f"options.{name} must be a list of at most {items.maximum} strings of {length.minimum} to "
+            f"{length.maximum} characters."
+        )
+    return list(texts)
+
+
+def parse_options(value: object) -> GenerationOptions:
     if not isinstance(value, dict):
         raise InvalidRequest("'options' must be an object.")
     unknown = set(value) - OPTION_NAMES
     if unknown:
         raise InvalidRequest(f"Unsupported options {sorted(unknown)}; allowed: {sorted(OPTION_NAMES)}.")
-    options: dict[str, Any] = {}
-    for name in _FLOAT_OPTIONS:
-        if name in value:
-            number = value[name]
-            if not _is_number(number) or not math.isfinite(number) or not 0 <= number <= 1000:
-                raise InvalidRequest(f"options.{name} must be a number from 0 to 1000.")
-            options[name] = number
-    for name in _INT_OPTIONS:
-        if name in value:
-            number = value[name]
-            # JSON Schema counts 3.0 as an integer, and so do we.
-            whole = isinstance(number, int) or (isinstance(number, float) and number.is_integer())
-            if not whole or isinstance(number, bool) or abs(number) >= _INT_LIMIT:
-                raise InvalidRequest(f"options.{name} must be a whole number below 2^31 in size.")
-            options[name] = int(number)
-    if "num_ctx" in options and options["num_ctx"] < 1:
-        raise InvalidRequest("options.num_ctx must be at least 1.")
-    if "stop" in value:
-        stop = value["stop"]
-        if (
-            not isinstance(stop, list)
-            or len(stop) > MAX_STOP_SEQUENCES
-            or not all(isinstance(s, str) and s for s in stop)
-        ):
-            raise InvalidRequest(f"options.stop must be a list of at most {MAX_STOP_SEQUENCES} non-empty strings.")
-        options["stop"] = list(stop)
-    return options  # type: ignore[return-value]
+    return cast(GenerationOptions, {name: _option(name, option) for name, option in value.items()})
+
+
+def parse_keep_alive(value: object) -> str | float:
+    valid_number = is_number(value) and math.isfinite(cast(float, value))
+    if not (isinstance(value, str) and 0 < len(value) <= 32) and not valid_number:
+        raise InvalidRequest("'keep_alive' must be a duration string such as \"5m\" or a number of seconds.")
+    return cast(str | float, value)
+
+
+def _format(value: object) -> Format:
+    if value != "json" and not isinstance(value, dict):
+        raise InvalidRequest("'format' must be \"json\" or a JSON Schema object.")
+    return cast(Format, value)
+
+
+def _think(value: object) -> Think:
+    if not isinstance(value, bool) and value not in ("low", "medium", "high"):
+        raise InvalidRequest('\'think\' must be true, false, "low", "medium" or "high".')
+    return value
 
 
 def parse_generation_request(
@@ -151,24 +210,30 @@ def parse_generation_request(
         size = len(request["prompt"])
     else:
         request["messages"] = _messages(data["messages"])
-        size = sum(len(m["content"]) for m in request["messages"])
+        size = sum(len(m.get("content", "")) for m in request["messages"])
     if "system" in data:
         if not isinstance(data["system"], str):
             raise InvalidRequest("'system' must be a string.")
-        request["system"] = _unicode(data["system"], "system")
+        request["system"] = unicode_text(data["system"], "system")
         size += len(data["system"])
     if size > max_prompt_chars:
         raise PromptTooLong(f"The prompt is {size} characters; the limit is {max_prompt_chars}.")
     if "options" in data:
-        request["options"] = _options(data["options"])
+        request["options"] = parse_options(data["options"])
+    if "format" in data:
+        request["format"] = _format(data["format"])
+    if "think" in data:
+        request["think"] = _think(data["think"])
+    if "tools" in data:
+        tools = _objects(data["tools"], "tools", MAX_TOOLS)
+        if has_prompt:
+            raise InvalidRequest("'tools' need 'messages' (a chat), not 'prompt'.")
+        if tools:  # an empty list (the ollama client always sends one) means no tools
+            request["tools"] = tools
     if "stream" in data:
         if not isinstance(data["stream"], bool):
             raise InvalidRequest("'stream' must be true or false.")
         request["stream"] = data["stream"]
     if "keep_alive" in data:
-        keep_alive = data["keep_alive"]
-        valid_number = _is_number(keep_alive) and math.isfinite(keep_alive)
-        if not (isinstance(keep_alive, str) and 0 < len(keep_alive) <= 32) and not valid_number:
-            raise InvalidRequest("'keep_alive' must be a duration string such as \"5m\" or a number of seconds.")
-        request["keep_alive"] = keep_alive
+        request["keep_alive"] = parse_keep_alive(data["keep_alive"])
     return request

@@ -1,0 +1,96 @@
+"""The cost of observing a request: ObserveRequests with the JSON log line and the Prometheus families.
+
+Driven in-process (no HTTP): the same tiny Starlette app with and without the middleware, the
+difference of the medians is the cost per request. Multiprocess mode (every sample written to
+an mmap'ed file) runs in a child process, since prometheus_client reads
+PROMETHEUS_MULTIPROC_DIR at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from servicekit.observe.logs import RequestLog, formatter_for
+from servicekit.observe.metrics import PrometheusMetrics
+from servicekit.observe.middleware import ObserveRequests
+from servicekit.observe.record import record_of
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bench.measure import percentile
+
+FINAL = {"model": "tinyllama", "prompt_eval_count": 7, "eval_count": 3, "total_duration": 60_000_000,
+         "load_duration": 1_000_000, "prompt_eval_duration": 4_000_000, "eval_duration": 50_000_000}  # fmt: skip
+
+
+async def _reply(request: Request) -> Response:
+    record_of(request.scope).note_generation("tinyllama", FINAL, 0.1)
+    return JSONResponse({"response": "a b c"})
+
+
+def _app(observed: bool) -> Starlette:
+    if not observed:
+        return Starlette(routes=[Route("/chat", _reply, methods=["POST"])])
+    log = RequestLog("bench", log_format="json", content=False)
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the bench)
+    handler.setFormatter(formatter_for("json"))
+    log.logger.handlers, log.logger.propagate = [handler], False
+    middleware = [Middleware(ObserveRequests, service="bench", observers=[log, PrometheusMetrics()])]
+    return Starlette(routes=[Route("/chat", _reply, methods=["POST"])], middleware=middleware)
+
+
+async def _per_request_us(app: Starlette, rounds: int) -> list[float]:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        pass
+
+    samples = []
+    for _ in range(rounds):
+        scope = {"type": "http", "method": "POST", "path": "/chat", "raw_path": b"/chat", "query_string": b"",
+                 "headers": [], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "scheme": "http",
+                 "http_version": "1.1", "root_path": ""}  # fmt: skip
+        started = time.perf_counter()
+        await app(scope, receive, send)
+        samples.append((time.perf_counter() - started) * 1e6)
+    return samples
+
+
+async def observe_cost_us(rounds: int = 20_000) -> tuple[float, float]:
+    """(p50 of the observed app - p50 of the bare one, p99 difference), microseconds, in this process."""
+    bare, observed = _app(False), _app(True)
+    await _per_request_us(bare, 1000)  # warm up
+    await _per_request_us(observed, 1000)
+    bare_us, observed_us = await _per_request_us(bare, rounds), await _per_request_us(observed, rounds)
+    return (
+        percentile(observed_us, 50) - percentile(bare_us, 50),
+        percentile(observed_us, 99) - percentile(bare_us, 99),
+    )
+
+
+def observe_cost_multiprocess_us(rounds: int = 20_000) -> tuple[float, float]:
+    """The same, in a child process with PROMETHEUS_MULTIPROC_DIR set (samples in mmap'ed files)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": tmp}
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.observe", str(rounds)], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    p50, p99 = json.loads(out)
+    return float(p50), float(p99)
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(observe_cost_us(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000))))

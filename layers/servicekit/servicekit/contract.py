@@ -1,0 +1,162 @@
+"""The markers that put limits on the request TypedDicts, and the JSON Schema derived from them.
+
+The request contract is written once, as TypedDicts whose fields carry their limits as
+``Annotated`` metadata (``Annotated[float, Range(0, 1000)]``). The validators in
+:mod:`servicekit.generation` read the same annotations, and :func:`json_schema` turns them into
+the schemas of chat's OpenAPI document, so the three cannot drift apart. (``typing.get_type_hints``
+without ``include_extras`` still gives the plain types, for code that only wants those.)
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NotRequired,
+    Required,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
+
+INT_LIMIT = 2**31
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A number from ``minimum`` to ``maximum``, both included."""
+
+    minimum: float
+    maximum: float
+
+
+@dataclass(frozen=True, slots=True)
+class Items:
+    """A list of ``minimum`` to ``maximum`` items."""
+
+    minimum: int
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class Length:
+    """A string of ``minimum`` to ``maximum`` characters (numbers beside it in a union are not limited)."""
+
+    minimum: int
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class NonBlank:
+    """A string with at least one character that is not whitespace."""
+
+
+@dataclass(frozen=True, slots=True)
+class PromptText:
+    """Counts toward MAX_PROMPT_CHARS (a setting, so the schema's maxLength is filled in by the caller)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Describe:
+    text: str
+
+
+Meta = Range | Items | Length | NonBlank | PromptText | Describe
+
+
+def unwrap(hint: Any) -> tuple[Any, tuple[Meta, ...]]:
+    """``Annotated[T, m1, m2]`` → ``(T, (m1, m2))``; anything else → ``(hint, ())``."""
+    if get_origin(hint) in (NotRequired, Required):
+        hint = get_args(hint)[0]
+    if get_origin(hint) is Annotated:
+        base, *meta = get_args(hint)
+        return base, tuple(m for m in meta if isinstance(m, Meta))
+    return hint, ()
+
+
+def fields_of(typed_dict: type) -> dict[str, tuple[Any, tuple[Meta, ...]]]:
+    """Each field of a TypedDict: its type and its limits."""
+    return {name: unwrap(hint) for name, hint in get_type_hints(typed_dict, include_extras=True).items()}
+
+
+def meta_of(meta: tuple[Meta, ...], kind: type[Any]) -> Any:
+    return next((m for m in meta if isinstance(m, kind)), None)
+
+
+def json_schema(hint: Any, *, max_prompt_chars: int, refs: dict[type, str] | None = None) -> dict[str, Any]:
+    """The JSON Schema (2020-12, as OpenAPI 3.1 uses) of a type hint; ``refs`` names TypedDicts by $ref."""
+    base, meta = unwrap(hint)
+    refs = refs or {}
+    schema = _base_schema(base, max_prompt_chars=max_prompt_chars, refs=refs)
+    for item in meta:
+        if isinstance(item, Range):
+            schema.update(minimum=item.minimum, maximum=item.maximum)
+        elif isinstance(item, Items):
+            schema.update(minItems=item.minimum, maxItems=item.maximum)
+        elif isinstance(item, Length):
+            schema.update(minLength=item.minimum, maxLength=item.maximum)
+        elif isinstance(item, NonBlank):
+            schema.update(minLength=1, pattern="\\S")
+        elif isinstance(item, PromptText):
+            schema["maxLength"] = max_prompt_chars
+        elif isinstance(item, Describe):
+            schema["description"] = item.text
+    return schema
+
+
+def _base_schema(base: Any, *, max_prompt_chars: int, refs: dict[type, str]) -> dict[str, Any]:
+    def sub(hint: Any) -> dict[str, Any]:
+        return json_schema(hint, max_prompt_chars=max_prompt_chars, refs=refs)
+
+    origin = get_origin(base)
+    if base is Any:
+        return {}
+    if base is bool:
+        return {"type": "boolean"}
+    if base is int:
+        return {"type": "integer", "minimum": -INT_LIMIT + 1, "maximum": INT_LIMIT - 1}
+    if base is float:
+        return {"type": "number"}
+    if base is str:
+        return {"type": "string"}
+    if origin is Literal:
+        return {"enum": list(get_args(base))}
+    if origin is list:
+        return {"type": "array", "items": sub(get_args(base)[0])}
+    if origin is dict:
+        return {"type": "object"}
+    if origin in (Union, types.UnionType):
+        return {"anyOf": [sub(arg) for arg in get_args(base)]}
+    if is_typeddict(base):
+        if base in refs:
+            return {"$ref": f"#/components/schemas/{refs[base]}"}
+        return object_schema(base, max_prompt_chars=max_prompt_chars, refs=refs)
+    raise TypeError(f"no JSON Schema for {base!r}")
+
+
+def object_schema(typed_dict: type, *, max_prompt_chars: int, refs: dict[type, str] | None = None) -> dict[str, Any]:
+    """A TypedDict as a closed object: its fields, which are required, nothing else."""
+    hints = get_type_hints(typed_dict, include_extras=True)
+    total = bool(getattr(typed_dict, "__total__", True))
+    # Read from the hints, not __required_keys__: with postponed annotations Python 3.11 cannot
+    # see NotRequired[...] when it builds the class, and counts every field as required.
+    required = [
+        name
+        for name, hint in hints.items()
+        if get_origin(hint) is Required or (total and get_origin(hint) is not NotRequired)
+    ]
+    schema: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            name: json_schema(hint, max_prompt_chars=max_prompt_chars, refs=refs) for name, hint in hints.items()
+        },
+    }
+    if required:
+        schema["required"] = sorted(required)
+    return schema
