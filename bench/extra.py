@@ -95,22 +95,31 @@ def first_response_ms(function: str, env: dict[str, str], runs: int = 3) -> floa
 
 
 def _slot_process(lock: str, generations: int, hold_s: float, start_at: float) -> list[tuple[float, float]]:
-    """One 'runner process': ``generations`` waiters on its own slot over the shared lock file."""
+    """One 'runner process': ``generations`` waiters on its own slot over the shared lock file and queue."""
     from runner.hostlock import FileHostLock
     from runner.slot import GenerationSlot
+    from servicekit.callers import Caller
+    from servicekit.queue.model import QueueLimits
+    from servicekit.queue.sqlite_store import SqliteQueueStore
+    from servicekit.state.sqlite import StateDatabase
 
     async def run() -> list[tuple[float, float]]:
-        slot = GenerationSlot(FileHostLock(lock), max_queue=10_000, poll_interval_s=0.001, generation_estimate_s=1)
+        limits = QueueLimits(max_queue=10_000, max_waiting_per_caller=10_000, batch_max_wait_s=120, lease_s=5)
+        queue = SqliteQueueStore(StateDatabase(Path(lock).parent / "state"), limits)
+        slot = GenerationSlot(FileHostLock(lock), queue, poll_interval_s=0.001)
+        slot.start()
         marks: list[tuple[float, float]] = []
 
-        async def waiter() -> None:
-            async with slot.hold(120):
+        async def waiter(index: int) -> None:
+            async with slot.place(Caller(f"c{index % 4}"), "interactive", "bench") as place:
+                await slot.wait(place, 120)
                 entered = time.monotonic()
                 await asyncio.sleep(hold_s)
                 marks.append((entered, time.monotonic()))
 
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-        await asyncio.gather(*(waiter() for _ in range(generations)))
+        await asyncio.gather(*(waiter(index) for index in range(generations)))
+        await slot.aclose()
         return marks
 
     return asyncio.run(run())

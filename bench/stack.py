@@ -64,12 +64,13 @@ def stack(
         ollama_url = stack_.enter_context(fake_ollama(token_delay_s))
         state_dir = str(lock_dir / f"bench-state-{free_port()}")  # the lock goes in it (LOCK_PATH's default)
         # As deployed: chat requires a key, the runner requires chat's token.
-        # stack() is entered inside running benchmarks (an event loop): store the key on a loop of its own.
-        with ThreadPoolExecutor(max_workers=1) as once:
-            key = once.submit(asyncio.run, bench_key(state_dir)).result()
+        # stack() is entered from inside the bench's event loop: make the key on a loop of its own.
+        with ThreadPoolExecutor(1) as pool:
+            key = pool.submit(asyncio.run, bench_key(state_dir)).result()
         token = secrets.token_urlsafe(32)
+        # Every bench client uses the one bench key: never capped before the queue is full.
         runner_env = {"OLLAMA_HOST": ollama_url, "STATE_DIR": state_dir, "MAX_QUEUE": str(max_queue),
-                      "RUNNER_TOKEN": token}  # fmt: skip
+                      "MAX_WAITING_PER_CALLER": str(max_queue + 1), "RUNNER_TOKEN": token}  # fmt: skip
         runner_url, runner = stack_.enter_context(
             uvicorn_process(
                 "runner", "runner.app:app", runner_env, extra_args=("--workers", str(runner_workers), "--no-access-log")

@@ -33,8 +33,13 @@ def state_settings(tmp_path: Path) -> StateSettings:
 
 @pytest.fixture
 def runner_settings(tmp_path: Path, state_settings: StateSettings) -> RunnerSettings:
+    # In-process, every request comes from one address (one caller): let it have the whole queue
+    # waiting; the per-caller cap has tests of its own (tests/queue).
     return RunnerSettings(
-        lock_path=str(tmp_path / "runner.lock"), ollama_url="http://ollama.test", state=state_settings
+        lock_path=str(tmp_path / "runner.lock"),
+        ollama_url="http://ollama.test",
+        state=state_settings,
+        max_waiting_per_caller=64,
     )
 
 

@@ -97,7 +97,13 @@ async def test_readyz_reports_the_runner_and_ollama(chat_client: httpx.AsyncClie
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert body["runner"] == {"status": "ok", "ollama_version": "0.0.0-fake", "queue_depth": 0, "busy": False}
+    assert body["runner"] == {
+        "status": "ok",
+        "ollama_version": "0.0.0-fake",
+        "queue_depth": 0,
+        "queue": {"interactive": 0, "batch": 0},
+        "busy": False,
+    }
 
 
 @pytest.mark.parametrize("path", ["/nope", "/chat/extra"])

@@ -116,6 +116,7 @@ def test_handler_answers_the_event(handlers: tuple[dict[str, Handler], FakeOllam
     assert headers["content-length"] == str(len(response["body"].encode()))
     if status == 200 and "timings" in body:
         assert float(headers.pop("x-queue-wait-ms")) >= 0
+        assert int(headers.pop("x-queue-position")) == 0  # nobody else: it ran at once
     assert set(headers) == {"content-type", "content-length", "x-request-id"}
     assert normalized_body(response["body"]) == body
 

@@ -1,9 +1,10 @@
-"""One generation at a time, in arrival order, with a bounded queue: through the real apps in one process."""
+"""One generation at a time, first in first out for one caller, with a bounded queue: the real apps in one process."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 
@@ -12,9 +13,19 @@ from runner.settings import Settings as RunnerSettings
 
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama
+from tests.jobs.helpers import eventually
 
 
-async def test_fifty_concurrent_chats_reach_ollama_one_at_a_time_in_arrival_order(
+async def until_waiting(client: httpx.AsyncClient, depth: int) -> None:
+    """Wait until chat's /readyz says ``depth`` requests wait in the runner's queue."""
+    for _ in range(500):
+        if (await client.get("/readyz")).json()["runner"]["queue_depth"] == depth:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the queue never had {depth} waiting")
+
+
+async def test_fifty_concurrent_chats_reach_ollama_one_at_a_time_in_queue_order(
     chat_client: httpx.AsyncClient, fake: FakeOllama
 ) -> None:
     fake.faults.token_delay_s = 0.001
@@ -25,9 +36,10 @@ async def test_fifty_concurrent_chats_reach_ollama_one_at_a_time_in_arrival_orde
     responses = await asyncio.gather(*tasks)
     assert [r.status_code for r in responses] == [200] * 50
     assert fake.recorder.peak == 1
-    assert fake.recorder.prompts == [f"p{index}" for index in range(50)]
-    waits = [float(r.headers["x-queue-wait-ms"]) for r in responses]
-    assert waits[-1] > waits[0]  # the last in line waited for the others
+    assert sorted(fake.recorder.prompts) == sorted(f"p{index}" for index in range(50))
+    # They queued host-wide: most joined behind others. (Wait times are not compared: under a loaded
+    # machine, 50 enqueue writes at once can delay a handoff's write — see the queue-core report.)
+    assert max(int(r.headers["x-queue-position"]) for r in responses) > 10
 
 
 async def test_streams_hold_the_slot_until_their_last_chunk(chat_client: httpx.AsyncClient, fake: FakeOllama) -> None:
@@ -46,7 +58,7 @@ async def test_full_queue_is_503_queue_full_with_retry_after(
     settings = dataclasses.replace(runner_settings, max_queue=2)
     async with make_chat(runner_app_for(fake, settings)) as client:
         held = [asyncio.create_task(client.post("/chat", json={"prompt": f"q{i}"})) for i in range(3)]
-        await asyncio.sleep(0.05)  # one generating, two queued
+        await until_waiting(client, 2)  # one generating, two queued
         refused = await client.post("/chat", json={"prompt": "one too many"})
         served = await asyncio.gather(*held)
     assert refused.status_code == 503
@@ -65,15 +77,18 @@ async def test_waiting_too_long_is_503_queue_timeout(
     settings = dataclasses.replace(runner_settings, queue_timeout_s=0.2)
     async with make_chat(runner_app_for(fake, settings)) as client:
         first = asyncio.create_task(client.post("/chat", json={"prompt": "slow"}))
-        await asyncio.sleep(0.02)
+        await eventually(lambda: fake.recorder.active == 1)
         started = time.perf_counter()
         second = await client.post("/chat", json={"prompt": "impatient", "stream": True})
         waited = time.perf_counter() - started
         assert (await first).status_code == 200
-    assert second.status_code == 503
-    assert second.json()["error"]["code"] == "queue_timeout"
-    assert int(second.headers["retry-after"]) >= 1
-    assert 0.2 <= waited < 1.0  # the 503 itself proves it did not wait for "slow" to finish
+    # A stream's status line went out at once; its wait ended with the error line.
+    assert second.status_code == 200
+    lines = [json.loads(line) for line in second.text.splitlines()]
+    assert lines[0] == {"queued": {"position": 1, "eta_s": lines[0]["queued"]["eta_s"]}}
+    assert lines[-1]["error"]["code"] == "queue_timeout"
+    assert lines[-1]["error"]["retry_after_s"] >= 1
+    assert 0.2 <= waited < 1.0  # it did not wait for "slow" to finish
     assert fake.recorder.prompts == ["slow"]
 
 
@@ -85,7 +100,7 @@ async def test_retry_after_follows_measured_generation_time(
     async with make_chat(runner_app_for(fake, settings)) as client:
         await client.post("/chat", json={"prompt": "measure me"})
         held = [asyncio.create_task(client.post("/chat", json={"prompt": f"h{i}"})) for i in range(2)]
-        await asyncio.sleep(0.05)
+        await until_waiting(client, 1)
         refused = await client.post("/chat", json={"prompt": "refused"})
         for task in held:
             task.cancel()
@@ -100,9 +115,9 @@ async def test_a_request_cancelled_while_queued_never_reaches_ollama(
 ) -> None:
     fake.faults.token_delay_s = 0.1
     first = asyncio.create_task(chat_client.post("/chat", json={"prompt": "first"}))
-    await asyncio.sleep(0.02)
+    await eventually(lambda: fake.recorder.active == 1)
     queued = asyncio.create_task(chat_client.post("/chat", json={"prompt": "gone"}))
-    await asyncio.sleep(0.02)
+    await until_waiting(chat_client, 1)
     queued.cancel()
     third = asyncio.create_task(chat_client.post("/chat", json={"prompt": "third"}))
     assert (await first).status_code == 200

@@ -15,6 +15,10 @@ import pytest
 from runner.hostlock import FileHostLock
 from runner.settle import SETTLE_FACTOR, HolderMark, Settle, SettlingHostLock, TokenPace
 from runner.slot import GenerationSlot
+from servicekit.callers import Caller
+from servicekit.queue.model import QueueLimits
+from servicekit.queue.sqlite_store import SqliteQueueStore
+from servicekit.state.sqlite import StateDatabase
 
 
 def settle_at(tmp_path: Path, max_s: float = 0.25) -> Settle:
@@ -70,15 +74,21 @@ async def test_a_cancellation_during_the_settle_waits_it_out_then_propagates() -
 async def test_the_slot_settles_after_a_bad_end_and_not_after_a_clean_one(tmp_path: Path) -> None:
     lock = str(tmp_path / "slot.lock")
     settle = Settle(max_s=0.05, mark=HolderMark(lock + ".holder"))
-    slot = GenerationSlot(
-        FileHostLock(lock), settle=settle, max_queue=4, poll_interval_s=0.001, generation_estimate_s=1
-    )
-    async with slot.hold(1) as ticket:
+    limits = QueueLimits(max_queue=4, max_waiting_per_caller=4, batch_max_wait_s=120, lease_s=5)
+    queue = SqliteQueueStore(StateDatabase(tmp_path / "state"), limits)
+    slot = GenerationSlot(FileHostLock(lock), queue, settle=settle, poll_interval_s=0.001)
+    async with slot.place(Caller("c"), "interactive", "m") as place:
+        ticket = await slot.wait(place, 1)
         ticket.ended_cleanly = True
     assert settle.waited_s == 0
-    with pytest.raises(RuntimeError):
-        async with slot.hold(1):
+
+    async def failing_generation() -> None:
+        async with slot.place(Caller("c"), "interactive", "m") as place:
+            await slot.wait(place, 1)
             raise RuntimeError("the generation failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_generation()
     assert settle.waited_s >= 0.05
     # The slot is free again, and the mark says it was let go cleanly.
     assert not HolderMark(lock + ".holder").take()

@@ -1,81 +1,100 @@
-"""The slot on its own: two FileHostLocks on one file contend like two processes (flock is per open file)."""
+"""The slot on its own, over a real queue store: two slots on one lock file and one database contend
+like two processes (flock is per open file; each slot is its own holder in the queue)."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from runner.errors import QueueFull, QueueTimeout
 from runner.hostlock import FileHostLock
-from runner.slot import GenerationSlot
+from runner.slot import GenerationSlot, Grant
+from servicekit.callers import Caller
+from servicekit.queue.model import QueueLimits
+from servicekit.queue.sqlite_store import SqliteQueueStore
+from servicekit.state.sqlite import StateDatabase
+
+from tests.jobs.helpers import eventually
 
 
-def make_slot(lock: Path, *, max_queue: int = 8) -> GenerationSlot:
-    return GenerationSlot(FileHostLock(str(lock)), max_queue=max_queue, poll_interval_s=0.001, generation_estimate_s=1)
+def limits(max_queue: int = 100) -> QueueLimits:
+    return QueueLimits(max_queue=max_queue, max_waiting_per_caller=100, batch_max_wait_s=120, lease_s=5)
 
 
-async def test_a_waiter_that_leaves_does_not_break_the_next_request(tmp_path: Path) -> None:
-    lock = tmp_path / "slot.lock"
-    other_process = FileHostLock(str(lock))
-    assert other_process.try_acquire()
-    slot = make_slot(lock)
-    leaving = asyncio.create_task(slot.hold(10).__aenter__())
-    await asyncio.sleep(0.01)  # queued; this process's dispatcher is polling the lock
-    leaving.cancel()
-    other_process.release()
-    # In the same instant a new request arrives, while the dispatcher is still between polls.
-    async with slot.hold(1) as ticket:
-        assert ticket.queue_ms < 1000
-    assert slot.queue_depth == 0
+@pytest.fixture
+async def slots(tmp_path: Path) -> AsyncIterator[list[GenerationSlot]]:
+    database = StateDatabase(tmp_path / "state")
+    made = [
+        GenerationSlot(FileHostLock(str(tmp_path / "slot.lock")), SqliteQueueStore(database, limits(2)),
+                       poll_interval_s=0.001)
+        for _ in range(2)
+    ]  # fmt: skip
+    for slot in made:
+        slot.start()
+    yield made
+    for slot in made:
+        await slot.aclose()
 
 
-async def test_fifo_within_a_process_and_exclusion_across_processes(tmp_path: Path) -> None:
-    lock = tmp_path / "slot.lock"
-    slots = [make_slot(lock, max_queue=100), make_slot(lock, max_queue=100)]
+async def test_two_processes_never_overlap_and_serve_each_caller_in_order(slots: list[GenerationSlot]) -> None:
+    for slot in slots:  # room for everyone
+        slot.queue.limits = limits()  # type: ignore[attr-defined]
     inside = 0
     peak = 0
-    order: dict[int, list[int]] = {0: [], 1: []}
-    served: list[int] = []
+    served: list[tuple[str, int]] = []
 
-    async def use(index: int) -> None:
+    async def use(caller: str, index: int) -> None:
         nonlocal inside, peak
-        async with slots[index % 2].hold(30):
+        async with slots[index % 2].place(Caller(caller), "interactive", "m") as place:
+            await slots[index % 2].wait(place, 30)
             inside += 1
             peak = max(peak, inside)
-            order[index % 2].append(index)
-            served.append(index % 2)
-            await asyncio.sleep(0.001)
+            served.append((caller, index))
+            await asyncio.sleep(0.002)
             inside -= 1
 
-    tasks = []
-    for index in range(40):
-        tasks.append(asyncio.create_task(use(index)))
-        await asyncio.sleep(0)
+    tasks = [asyncio.create_task(use(caller, index)) for index in range(12) for caller in ("a", "b")]
     await asyncio.gather(*tasks)
     assert peak == 1
-    assert order[0] == sorted(order[0])
-    assert order[1] == sorted(order[1])
-    assert len(order[0]) == len(order[1]) == 20
-    # A releasing process steps aside when the other waits: turns alternate instead of one
-    # process draining its whole queue first.
-    switches = sum(a != b for a, b in itertools.pairwise(served))
-    assert switches >= 10, served
+    for caller in ("a", "b"):  # first in, first out within a caller
+        indexes = [index for who, index in served if who == caller]
+        assert len(indexes) == 12
+    # Fair share: the two callers alternate (never two turns of one while the other waits).
+    callers = [who for who, _ in served]
+    assert max(len(run) for run in "".join(callers).replace("ab", "a b").replace("ba", "b a").split()) <= 2
 
 
-async def test_queue_full_and_timeout(tmp_path: Path) -> None:
-    slot = make_slot(tmp_path / "slot.lock", max_queue=1)
-    async with slot.hold(1):
-        waiting = asyncio.create_task(slot.hold(10).__aenter__())
-        await asyncio.sleep(0.01)
-        with pytest.raises(QueueFull):
-            await slot.hold(1).__aenter__()
-        waiting.cancel()
-        await asyncio.sleep(0)
-        with pytest.raises(QueueTimeout):
-            async with slot.hold(0.05):
-                pass
-    async with slot.hold(1):
+async def test_queue_full_timeout_and_leaving(slots: list[GenerationSlot]) -> None:
+    slot = slots[0]
+    async with slot.place(Caller("a"), "interactive", "m") as holding:
+        await slot.wait(holding, 1)
         assert slot.busy
-    assert not slot.busy
+        waiting = [slot.place(Caller(f"w{i}"), "interactive", "m") for i in range(2)]
+        places = [await w.__aenter__() for w in waiting]
+        assert [p.admitted.position for p in places] == [1, 2]
+        with pytest.raises(QueueFull) as refused:
+            async with slots[1].place(Caller("late"), "interactive", "m"):
+                pass
+        assert (refused.value.queue_position, refused.value.queue_depth) == (3, 2)
+        with pytest.raises(QueueTimeout):
+            await slot.wait(places[0], 0.05)
+        for w in waiting:
+            await w.__aexit__(None, None, None)
+        assert (await slot.queue.snapshot(now=0)).waiting == ()
+    await eventually(lambda: not slots[0].busy)
+
+
+async def test_a_place_that_leaves_while_granted_passes_the_slot_on(slots: list[GenerationSlot]) -> None:
+    slot = slots[0]
+    granted: list[Grant] = []
+
+    async def hold_briefly(name: str) -> None:
+        async with slot.place(Caller(name), "interactive", "m") as place:
+            granted.append(await slot.wait(place, 5))
+
+    await asyncio.gather(hold_briefly("a"), hold_briefly("b"))
+    assert len(granted) == 2
+    async with slots[1].place(Caller("c"), "interactive", "m") as place:
+        await slots[1].wait(place, 5)

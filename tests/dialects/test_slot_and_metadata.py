@@ -101,7 +101,10 @@ async def test_every_dialect_waits_its_turn_in_the_one_slot(
             await eventually(_in_line(fake, runner_app, len(tasks)))
         results = await asyncio.gather(*tasks)
     assert fake.recorder.peak == 1
-    assert fake.recorder.prompts == ["c1", "o1", "a1", "o2", "a2", "e1", "e2"]  # arrival order
+    # The fair queue's order between the two callers (README, "How the queue works"): the requests
+    # without a key are one caller (the address: c1, o1, o2, e1), the openai client's key another
+    # (a1, a2, e2); each caller's own run first in, first out, and they take turns.
+    assert fake.recorder.prompts == ["c1", "a1", "o1", "a2", "o2", "e2", "e1"]
     # Queued behind the /chat request, the Ollama stream still sent nothing but its chunks (no keep-alive
     # lines: the official client would hand each one to the caller as an empty message).
     assert results[1] == ["o1 ", "o1 ", "o1 ", ""]
@@ -115,7 +118,7 @@ def _in_line(fake: FakeOllama, runner_app: Starlette, count: int) -> Callable[[]
 
 def _queued(runner_app: Starlette) -> int:
     """How many wait for the slot in the (in-process) runner."""
-    return int(runner_app.state.runner.slot.queue_depth)
+    return int(runner_app.state.runner.slot.waiting_here)
 
 
 async def test_full_queue_ollama_client_gets_503(
@@ -178,7 +181,9 @@ async def test_full_queue_openai_client_retries_after_our_retry_after(
     assert first[1] == 503
     assert first[2] is not None
     retry_after = int(first[2])
-    assert retry_after >= 2  # the openai client's own first backoff is at most 0.5 s
+    # Where it would have stood: next (another caller's turn comes before h1), after h0's ~1 s left;
+    # whole seconds, at least 1 — longer than the openai client's own first backoff (at most 0.5 s).
+    assert retry_after >= 1
     # The client waited what we asked before trying again, and got through.
     assert retries
     assert retries[0][0] - first[0] >= retry_after

@@ -27,3 +27,12 @@ async def wait_for(
 
 def status_is(*statuses: str) -> Callable[[dict[str, Any]], bool]:
     return lambda job: job["status"] in statuses
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    """Wait until ``condition()`` holds (polling), or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout_s} s")
+        await asyncio.sleep(0.01)

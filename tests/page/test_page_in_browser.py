@@ -174,7 +174,9 @@ def test_a_server_error_shows_the_message_and_the_request_id(
     with page.expect_response(re.compile(r"/chat$")) as response:
         ask(page, "break")
     request_id = response.value.headers["x-request-id"]
-    assert response.value.status >= 500
+    # The page streams: the status line went out before its turn came, so Ollama's failure is the
+    # stream's last line (an error envelope), which the page shows the same way.
+    assert response.value.status == 200
     expect(page.get_by_role("alert")).to_contain_text("injected failure")
     expect(page.locator(".request-id")).to_have_text(f"Request id: {request_id}")
     shoot(page, screens, "server-error")
@@ -283,11 +285,6 @@ def test_the_queue_position_from_the_queue_contract(browser: Browser, screens: P
         assert answers(page) == ["The sky is blue because of Rayleigh scattering."]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="switch to the real queue: main sends no queued lines until the fair queue (issue 10) lands; "
-    "then this passes, strict xfail fails, and this marker goes",
-)
 def test_a_second_page_sees_its_place_in_the_real_queue(
     browser: Browser, stack: Stack, ollama: FakeOllama, screens: Path
 ) -> None:
@@ -301,5 +298,7 @@ def test_a_second_page_sees_its_place_in_the_real_queue(
         shoot(second, screens, "real-queue")
         expect(second.locator("#log .message.assistant .body").last).to_contain_text("second in", timeout=8000)
     finally:
-        first.get_by_role("button", name="Stop").click()
-        second.get_by_role("button", name="Stop").click()
+        for page in (first, second):  # stop what still runs (a finished answer has nothing to stop)
+            stop = page.get_by_role("button", name="Stop")
+            if stop.is_enabled():
+                stop.click()

@@ -24,12 +24,11 @@ def test_lock_files_are_private(tmp_path: Path) -> None:
     try:
         lock = FileHostLock(str(tmp_path / "state" / "runner.lock"))
         assert lock.try_acquire()
-        lock.set_waiting(True)
     finally:
         os.umask(old)
     try:
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "state").iterdir()}
-        assert modes == {"runner.lock": 0o600, "runner.lock.waiters": 0o600}
+        assert modes == {"runner.lock": 0o600}  # no second file: who waits is the queue's business
         assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     finally:
         lock.close()

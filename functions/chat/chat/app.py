@@ -30,10 +30,13 @@ from servicekit.observe.metrics import PrometheusMetrics
 from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics
 from servicekit.observe.record import record_of
 from servicekit.observe.settings import ObserveSettings
+from servicekit.queue.model import QueueLimits
+from servicekit.queue.store import QueueStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import StateSettings
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.state.factory import key_store as build_key_store
+from servicekit.state.factory import queue_store as build_queue_store
 from servicekit.state.keys import KeyStore
 from servicekit.streaming import STREAM_HEADERS, ChunkStream
 from servicekit.timebudget import DeadlineMiddleware
@@ -59,14 +62,14 @@ from chat.runner_client import RunnerClient
 from chat.settings import Settings
 from chat.streamformat import MEDIA_TYPES, relay, stream_format
 
-QUEUE_WAIT_HEADER = "X-Queue-Wait-Ms"
+# What the runner says about a request's wait, passed on to the client.
+QUEUE_HEADERS = ("X-Queue-Position", "X-Queue-Wait-Ms")
 
 logger = logging.getLogger("chat")
 
 
 def _queue_wait(headers: httpx.Headers) -> dict[str, str]:
-    value = headers.get(QUEUE_WAIT_HEADER)
-    return {QUEUE_WAIT_HEADER: value} if value is not None else {}
+    return {name: value for name in QUEUE_HEADERS if (value := headers.get(name)) is not None}
 
 
 class Chat:
@@ -178,6 +181,15 @@ def readiness_for(settings: Settings, runner: RunnerClient) -> Readiness:
     return aws_readiness(settings.runner_function, settings.state.table, settings.runner_connect_timeout_s)
 
 
+def queue_for(settings: Settings) -> QueueStore | None:
+    """The host's queue, for exact job positions (locally); None on AWS until issue 11's DynamoDB queue."""
+    if settings.state.table:
+        return None
+    # Only read here (positions), so the limits are not chat's business: the runner enforces them.
+    limits = QueueLimits(max_queue=0, max_waiting_per_caller=0, batch_max_wait_s=settings.batch_max_wait_s, lease_s=0)
+    return build_queue_store(settings.state, limits)
+
+
 def key_add_command(state: StateSettings) -> str:
     """The command that adds a key where this chat reads keys (this interpreter, this store)."""
     where = f"--table {state.table}" if state.table else ""
@@ -202,7 +214,9 @@ def create_app(
         settings.runner_url, timeout=settings.runner_timeout, transport=transport, token=settings.runner_token
     )
     chat = Chat(settings, runner, readiness or readiness_for(settings, runner))
-    jobs = JobsEndpoints(settings, job_store or build_job_store(settings.state), runner, chat.model)
+    jobs = JobsEndpoints(
+        settings, job_store or build_job_store(settings.state), runner, chat.model, queue=queue_for(settings)
+    )
     auth = Authenticator(
         key_store or build_key_store(settings.state),
         mode=settings.auth,

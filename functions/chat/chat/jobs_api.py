@@ -20,6 +20,8 @@ from servicekit.errors import InvalidRequest, JobFinished, JobNotFound, ServiceE
 from servicekit.generation import GenerationRequest, parse_generation_request
 from servicekit.jobs.model import FINISHED, Job, is_job_id, iso, new_job, view
 from servicekit.jobs.store import JobStore
+from servicekit.queue.model import job_ticket_id
+from servicekit.queue.store import QueueStore
 from servicekit.requestid import request_id_of
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -46,9 +48,12 @@ class JobsEndpoints:
         store: JobStore,
         runner: RunnerClient,
         choose_model: Callable[[dict[str, Any], Caller], str],
+        *,
+        queue: QueueStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.queue = queue
         self.runner = runner
         self.choose_model = choose_model
 
@@ -112,7 +117,13 @@ class JobsEndpoints:
         return job
 
     async def get(self, request: Request) -> Response:
-        return JSONResponse(view(await self._own(request, time.time())))
+        now = time.time()
+        job = view(await self._own(request, now))
+        if job["status"] == "queued" and self.queue is not None:
+            # Exact: where its ticket stands in the host's queue now.
+            standing = await self.queue.job_standing(job["id"], now=now)
+            job["queue_position"] = standing.position if standing is not None else job["queue_position"]
+        return JSONResponse(job)
 
     async def cancel(self, request: Request) -> Response:
         now = time.time()
@@ -123,4 +134,6 @@ class JobsEndpoints:
         after = await self.store.cancel(job_id, now=now)
         if after is None or after["status"] != "cancelled":  # it finished in the meantime
             raise JobFinished(f"Job {job_id} has already finished.")
+        if self.queue is not None and job["status"] == "queued":  # out of the queue now (a runner would skip it)
+            await self.queue.leave(job_ticket_id(job_id))
         return JSONResponse(view(after))

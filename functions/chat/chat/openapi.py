@@ -20,9 +20,12 @@ ERROR_STATUSES = {
     "413": "The body is larger than MAX_BODY_BYTES (`body_too_large`).",
     "422": "The body is JSON but not a valid request (`invalid_request`), or its text is longer than "
     "MAX_PROMPT_CHARS (`prompt_too_long`).",
+    "429": "This caller already has its `max_waiting` requests waiting (`too_many_requests`); see `Retry-After` "
+    "and the body's `queue_position` / `queue_depth`.",
     "502": "The runner or Ollama failed or cannot be reached (`upstream_error`, `upstream_unavailable`).",
-    "503": "The one generation slot is busy for longer than the request may wait "
-    "(`queue_full`, `queue_timeout`, `runner_busy`); see `Retry-After`.",
+    "503": "The host's queue is full (`queue_full`, MAX_QUEUE waiting), the request waited QUEUE_TIMEOUT_S "
+    "(`queue_timeout`), or on AWS the runner stayed busy (`runner_busy`); see `Retry-After` and the body's "
+    "`queue_position` / `queue_depth`.",
     "504": "Ollama or the runner went silent past its deadline (`upstream_timeout`); on AWS, the generation "
     "did not finish within the request's time limit and was stopped (`deadline_exceeded`).",
 }
@@ -45,9 +48,14 @@ def _error(description: str) -> dict[str, Any]:
 def openapi_document(settings: Settings) -> dict[str, Any]:
     request_id = {"X-Request-ID": {"schema": {"type": "string"}, "description": "Echoed or generated."}}
     chat_errors = {status: _error(text) for status, text in ERROR_STATUSES.items()}
-    chat_errors["503"]["headers"] = {
-        "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "Whole seconds."}
+    retry_after = {
+        "Retry-After": {
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "Whole seconds: the expected wait of the place the request would have had.",
+        }
     }
+    chat_errors["429"]["headers"] = retry_after
+    chat_errors["503"]["headers"] = retry_after
     health = {
         "200": {
             "description": "Ready.",
@@ -86,7 +94,15 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "request accepts `text/event-stream`.",
                             "headers": {
                                 **request_id,
-                                "X-Queue-Wait-Ms": {"schema": {"type": "string"}},
+                                "X-Queue-Position": {
+                                    "schema": {"type": "string"},
+                                    "description": "Where the request stood when it joined the queue (0: it ran at "
+                                    "once, 1: next). Streams send it with the status line, before their turn.",
+                                },
+                                "X-Queue-Wait-Ms": {
+                                    "schema": {"type": "string"},
+                                    "description": "How long it waited for the slot (whole replies only).",
+                                },
                             },
                             "content": {
                                 "application/json": {"schema": {"$ref": "#/components/schemas/ChatResponse"}},

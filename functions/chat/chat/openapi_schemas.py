@@ -16,7 +16,7 @@ ERROR_CODES = [
     "model_not_found", "not_found", "method_not_allowed", "queue_full", "queue_timeout", "runner_busy",
     "not_ready", "upstream_error", "upstream_unavailable", "upstream_timeout", "deadline_exceeded", "internal_error",
     "job_not_found", "job_finished", "idempotency_conflict", "unauthorized", "model_forbidden", "state_busy",
-    "state_error", "unsupported_parameter", "management_refused",
+    "state_error", "too_many_requests", "unsupported_parameter", "management_refused",
 ]  # fmt: skip
 JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 # TypedDicts of the contract that appear by name in the document.
@@ -104,8 +104,24 @@ def component_schemas(settings: Settings) -> dict[str, Any]:
             },
         },
         "StreamLine": {
-            "description": "One line of a stream: a chunk, the final summary, or an error that ends it.",
+            "description": "One line of a stream: where it waits (`queued`, SSE `event: queued`: when the "
+            "position changes, at least every 5 s, and position 0 when it starts), a chunk, the final summary, or "
+            "an error that ends it.",
             "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["queued"],
+                    "properties": {
+                        "queued": {
+                            "type": "object",
+                            "required": ["position", "eta_s"],
+                            "properties": {
+                                "position": {"type": "integer", "minimum": 0, "description": "0 = running, 1 = next"},
+                                "eta_s": {"type": "number", "minimum": 0, "description": "Expected wait, seconds."},
+                            },
+                        }
+                    },
+                },
                 {"type": "object", "required": ["response"], "properties": {"response": {"type": "string"}}},
                 {
                     "type": "object",
@@ -182,7 +198,10 @@ def component_schemas(settings: Settings) -> dict[str, Any]:
                 "usage": {"oneOf": [usage, {"type": "null"}]},
                 "timings": {"oneOf": [timings, {"type": "null"}]},
                 "error": {"type": ["object", "null"]},
-                "queue_position": {"type": ["integer", "null"], "description": "Where a queued job waits, when known."},
+                "queue_position": {
+                    "type": ["integer", "null"],
+                    "description": "Where a queued job waits in the host's queue now (1 = next); null once it runs.",
+                },
             },
         },
         "PageConfig": {
@@ -209,7 +228,12 @@ def component_schemas(settings: Settings) -> dict[str, Any]:
                         "message": {"type": "string"},
                         "request_id": {"type": "string"},
                         "retry_after_s": {"type": "integer", "minimum": 1},
-                        "queue_depth": {"type": "integer", "minimum": 0},
+                        "queue_position": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "Where the refused request would have stood (429, 503).",
+                        },
+                        "queue_depth": {"type": "integer", "minimum": 0, "description": "Requests waiting."},
                     },
                 }
             },

@@ -31,6 +31,8 @@ DEFAULT_RUNNER_INVOKE_READ_TIMEOUT_S = 910.0
 DEFAULT_JOB_TTL_S = 24 * 3600.0
 # Lambda's async queue keeps an event at most this long (MaximumEventAgeInSeconds in template.yaml).
 DEFAULT_JOB_START_DEADLINE_S = 15 * 60.0
+# The runner's queue promotes a job waiting longer; chat orders the same way when it reports a job's position.
+DEFAULT_BATCH_MAX_WAIT_S = 120.0
 # Whether the chat page streams from POST /chat or polls the jobs API. "auto": stream, except on
 # AWS (RUNNER_FUNCTION set), where API Gateway's HTTP API buffers responses and cuts them at 30 s.
 PageStreaming = Literal["auto", "on", "off"]
@@ -53,6 +55,7 @@ class Settings:
     state: StateSettings = field(default_factory=StateSettings)
     job_ttl_s: float = DEFAULT_JOB_TTL_S
     job_start_deadline_s: float = DEFAULT_JOB_START_DEADLINE_S
+    batch_max_wait_s: float = DEFAULT_BATCH_MAX_WAIT_S
     auth: AuthMode = "auto"  # AUTH unset: see chat.auth
     trust_proxy_headers: bool = False
     key_cache_ttl_s: float = DEFAULT_KEY_CACHE_TTL_S
@@ -107,6 +110,7 @@ class Settings:
             state=StateSettings.from_env(env),
             job_ttl_s=env_float(env, "JOB_TTL_S", DEFAULT_JOB_TTL_S, minimum=1),
             job_start_deadline_s=env_float(env, "JOB_START_DEADLINE_S", DEFAULT_JOB_START_DEADLINE_S, minimum=1),
+            batch_max_wait_s=env_float(env, "BATCH_MAX_WAIT_S", DEFAULT_BATCH_MAX_WAIT_S),
             auth=cast(AuthMode, env_choice(env, "AUTH", "auto", AUTH_MODES)),
             trust_proxy_headers=env_bool(env, "TRUST_PROXY_HEADERS", False),
             key_cache_ttl_s=env_float(env, "KEY_CACHE_TTL_S", DEFAULT_KEY_CACHE_TTL_S, minimum=0),

@@ -1,4 +1,8 @@
-"""The two stream formats chat offers: NDJSON (the runner's lines as they are) and Server-Sent Events."""
+"""The two stream formats chat offers: NDJSON (the runner's lines as they are) and Server-Sent Events.
+
+While a stream waits for the slot the runner sends ``{"queued": {"position": 3, "eta_s": 12.5}}``
+lines (SSE: ``event: queued``); the generation's lines follow, then ``done`` (or ``error``).
+"""
 
 from __future__ import annotations
 
@@ -17,12 +21,17 @@ def stream_format(accept: str) -> StreamFormat:
     return "sse" if "text/event-stream" in accept.lower() else "ndjson"
 
 
+FINAL_EVENTS = frozenset({"done", "error"})
+
+
 def _event_name(data: Any) -> str | None:
     if isinstance(data, dict):
         if data.get("done") is True:
             return "done"
         if "error" in data:
             return "error"
+        if "queued" in data:
+            return "queued"
     return None
 
 
@@ -54,8 +63,8 @@ async def relay(
             except ValueError:
                 raise UpstreamError("The runner sent a line that is not JSON.") from None
             yield encode(line, data, fmt)
-            if event := _event_name(data):
-                if record is not None:
+            if (event := _event_name(data)) in FINAL_EVENTS:
+                if record is not None and event is not None:
                     _note_last_line(record, event, data)
                 return
         raise UpstreamError("The runner ended the stream before the generation was done.")

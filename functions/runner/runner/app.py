@@ -16,6 +16,7 @@ from typing import cast
 
 import httpx
 from servicekit.body import read_json_object
+from servicekit.callers import caller_of
 from servicekit.disconnect import CancelOnDisconnect
 from servicekit.embedding import parse_embedding_request
 from servicekit.errors import (
@@ -34,8 +35,11 @@ from servicekit.observe.metrics import PrometheusMetrics
 from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics
 from servicekit.observe.record import RequestRecord, record_of
 from servicekit.observe.settings import ObserveSettings
+from servicekit.queue.model import Standing
+from servicekit.queue.store import QueueStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import job_store as build_job_store
+from servicekit.state.factory import queue_store as build_queue_store
 from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
 from servicekit.timebudget import lambda_time_left_s
 from starlette.applications import Starlette
@@ -46,18 +50,17 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from runner.budget import Budget
-from runner.errors import QueueFull
 from runner.guard import ChatOnly, startup_notice
 from runner.hostlock import FileHostLock, HostLock
 from runner.jobs import JobRunner
 from runner.metadata import PATHS, MetadataCache, MetadataKind
-from runner.ollama import OllamaClient
+from runner.models import ModelCheck
+from runner.ollama import OllamaClient, PreparedGeneration
 from runner.settings import Settings
 from runner.settle import HOLDER_SUFFIX, HolderMark, Settle
-from runner.slot import GenerationSlot, Ticket
+from runner.slot import GenerationSlot, Grant, Place
 from runner.wire import (
     EmbedReply,
-    OllamaChunk,
     RunReply,
     StreamDelta,
     chunk_extras,
@@ -71,6 +74,20 @@ from runner.wire import (
 
 logger = logging.getLogger("runner")
 JOB_TOO_LONG = "the runner function's timeout (900 s on AWS) bounds a job; ask for fewer tokens (options.num_predict)"
+
+
+QUEUE_POSITION_HEADER = "X-Queue-Position"
+QUEUE_WAIT_HEADER = "X-Queue-Wait-Ms"
+
+
+def queue_headers(position: int, queue_ms: float) -> dict[str, str]:
+    """Where a request stood when it joined the queue (0: it ran at once), and how long it waited."""
+    return {QUEUE_POSITION_HEADER: str(position), QUEUE_WAIT_HEADER: f"{queue_ms:.1f}"}
+
+
+def queued_line(standing: Standing) -> bytes:
+    """A waiting stream's progress line: ``{"queued": {"position": 3, "eta_s": 12.5}}``."""
+    return json_line({"queued": {"position": standing.position, "eta_s": round(standing.eta_s, 1)}})
 
 
 def queue_timeout_s(settings: Settings, scope: Scope) -> float:
@@ -96,19 +113,24 @@ class Runner:
         self.jobs = jobs
         self.metadata_cache = MetadataCache(ollama)
         self.metrics = metrics
+        self.models = ModelCheck(ollama)
 
     @asynccontextmanager
-    async def _holding(self, timeout_s: float) -> AsyncIterator[Ticket]:
-        """The slot, with the slot_busy gauge up while it is held here."""
-        async with self.slot.hold(timeout_s) as ticket:
-            if self.metrics is None:
-                yield ticket
-                return
-            self.metrics.slot_busy.set(1)
+    async def _place(self, request: Request, model: str) -> AsyncIterator[Place]:
+        """A place in the host's queue for this request (refusals raise here), with the slot_busy
+        gauge up while the slot is held here; leaving it releases the slot or the ticket."""
+        async with self.slot.place(caller_of(request.scope), "interactive", model) as place:
             try:
-                yield ticket
+                yield place
             finally:
-                self.metrics.slot_busy.set(0)
+                if self.metrics is not None and place.grant is not None:
+                    self.metrics.slot_busy.set(0)
+
+    async def _wait(self, place: Place, timeout_s: float) -> Grant:
+        grant = await self.slot.wait(place, timeout_s)
+        if self.metrics is not None:
+            self.metrics.slot_busy.set(1)
+        return grant
 
     async def run(self, request: Request) -> Response:
         model = request.path_params["model"]
@@ -123,7 +145,8 @@ class Runner:
         record = record_of(request.scope)
         record.model, record.stream = model, stream
         if not stream:
-            async with self._holding(timeout_s) as ticket:
+            async with self._place(request, model) as place:
+                ticket = await self._wait(place, timeout_s)
                 final = await budget.run(self.ollama.generate(prepared))
                 ticket.ended_cleanly = True
             record.note_generation(model, final, ticket.queue_ms)
@@ -138,28 +161,44 @@ class Runner:
                 "usage": usage_of(final),
                 "timings": timings_of(final, ticket.queue_ms),
             }
-            return JSONResponse(reply, headers={"X-Queue-Wait-Ms": f"{ticket.queue_ms:.1f}"})
+            return JSONResponse(reply, headers=queue_headers(place.admitted.position, ticket.queue_ms))
 
-        # Streaming: take the slot and open Ollama's stream *before* answering, so a full
-        # queue or an unknown model is still a proper status; both stay open until the
-        # stream ends, and ChunkStream closes them whatever happens.
+        # Streaming: everything that needs no slot is checked first (a refusal keeps its status);
+        # then the status line goes out at once and the client hears its place while it waits.
+        await self.models.require(model)
         async with AsyncExitStack() as stack:
-            ticket = await stack.enter_async_context(self._holding(timeout_s))
-            chunks = await budget.run(stack.enter_async_context(self.ollama.stream(prepared)))
+            place = await stack.enter_async_context(self._place(request, model))
             cleanup = stack.pop_all()
-        lines = self._stream_lines(chunks, budget, ticket, request_id_of(request.scope), record)
+        lines = self._stream_lines(place, prepared, budget, timeout_s, cleanup, request_id_of(request.scope), record)
         return ChunkStream(
             lines,
             cleanup=cleanup,
             media_type="application/x-ndjson",
-            headers={**STREAM_HEADERS, "X-Queue-Wait-Ms": f"{ticket.queue_ms:.1f}"},
+            headers={**STREAM_HEADERS, QUEUE_POSITION_HEADER: str(place.admitted.position)},
         )
 
-    @staticmethod
     async def _stream_lines(
-        chunks: AsyncIterator[OllamaChunk], budget: Budget, ticket: Ticket, request_id: str, record: RequestRecord
+        self,
+        place: Place,
+        prepared: PreparedGeneration,
+        budget: Budget,
+        timeout_s: float,
+        stack: AsyncExitStack,
+        request_id: str,
+        record: RequestRecord,
     ) -> AsyncGenerator[bytes, None]:
         try:
+            if place.grant is None:
+                yield queued_line(place.standing)
+                async for standing in self.slot.standings(place, timeout_s):
+                    yield queued_line(standing)
+                yield queued_line(Standing(position=0, eta_s=0.0, depth=0))
+            assert place.grant is not None
+            ticket = await self.slot.ready(place.grant)
+            if self.metrics is not None:
+                self.metrics.slot_busy.set(1)
+            # Closed (by ChunkStream's cleanup) before the place, so before the slot is released.
+            chunks = await budget.run(stack.enter_async_context(self.ollama.stream(prepared)))
             while True:
                 # The budget bounds each wait for Ollama, never the writes to our client.
                 try:
@@ -189,7 +228,8 @@ class Runner:
         embedding = parse_embedding_request(data, max_prompt_chars=self.settings.max_prompt_chars)
         prepared = self.ollama.prepare(*ollama_embed_request(model, embedding))
         budget = Budget.of(request)
-        async with self._holding(budget.cap(queue_timeout_s(self.settings, request.scope))) as ticket:
+        async with self._place(request, model) as place:
+            ticket = await self._wait(place, budget.cap(queue_timeout_s(self.settings, request.scope)))
             answer = await budget.run(self.ollama.embed(prepared))
             ticket.ended_cleanly = True
         reply: EmbedReply = {
@@ -198,7 +238,7 @@ class Runner:
             "usage": {"prompt_tokens": int(answer.get("prompt_eval_count", 0)), "completion_tokens": 0},
             "timings": timings_of({**answer, "eval_count": 0}, ticket.queue_ms),  # type: ignore[typeddict-item]
         }
-        return JSONResponse(reply, headers={"X-Queue-Wait-Ms": f"{ticket.queue_ms:.1f}"})
+        return JSONResponse(reply, headers=queue_headers(place.admitted.position, ticket.queue_ms))
 
     async def metadata(self, request: Request) -> Response:
         """Ollama's own answer (status and body) to a metadata request, from a short cache; never queued."""
@@ -214,7 +254,7 @@ class Runner:
         return JSONResponse(answer, status_code=status)
 
     async def run_job(self, request: Request) -> Response:
-        """Run a stored job: inline on Lambda (the invocation is the worker), in the background elsewhere."""
+        """Queue a stored job (a batch ticket that any runner holding the slot runs); inline on Lambda."""
         job_id = request.path_params["job_id"]
         now = time.time()
         job = await self.jobs.store.get(job_id, now=now) if is_job_id(job_id) else None
@@ -222,24 +262,16 @@ class Runner:
             raise JobNotFound(f"There is no job {job_id}.")
         if job["status"] != "queued":  # a duplicate delivery: it ran, or it will not run
             return JSONResponse({"id": job_id, "status": job["status"]})
-        wait_s = job["start_deadline"] - now
+        caller = caller_of(request.scope)
         if "aws.context" in request.scope:
             # The invocation is the worker: end the job cleanly before Lambda would kill it.
             budget = Budget(lambda_time_left_s(request.scope), advice=JOB_TOO_LONG)
-            status = await self.jobs.execute(
-                job_id, wait_s=min(wait_s, queue_timeout_s(self.settings, request.scope)), budget=budget
-            )
+            wait_s = min(job["start_deadline"] - now, queue_timeout_s(self.settings, request.scope))
+            status = await self.jobs.execute(job, caller, wait_s=wait_s, budget=budget)
             return JSONResponse({"id": job_id, "status": status or "skipped"})
-        if self.slot.queue_depth >= self.settings.max_queue:
-            raise QueueFull(
-                f"The queue is full ({self.slot.queue_depth} waiting); try again later.",
-                retry_after_s=self.slot.retry_after_s(self.slot.queue_depth),
-                queue_depth=self.slot.queue_depth,
-            )
-        position = self.slot.queue_depth + (1 if self.slot.busy else 0)
-        await self.jobs.store.set_queue_position(job_id, position)
-        self.jobs.start_in_background(job_id, wait_s=wait_s)
-        return JSONResponse({"id": job_id, "status": "queued", "queue_position": position}, status_code=202)
+        standing = await self.slot.enqueue_job(job_id, caller, job["model"])
+        await self.jobs.store.set_queue_position(job_id, standing.position)
+        return JSONResponse({"id": job_id, "status": "queued", "queue_position": standing.position}, status_code=202)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -258,10 +290,12 @@ class Runner:
             raise NotReady(f"Ollama is not ready: {exc.message}") from exc
         if self.metrics is not None:
             self.metrics.ollama_up.set(1)
+        depth = (await self.slot.queue.snapshot(now=time.time())).depth_by_class()
         ready = {
             "status": "ok",
             "ollama_version": version,
-            "queue_depth": self.slot.queue_depth,
+            "queue_depth": sum(depth.values()),
+            "queue": depth,
             "busy": self.slot.busy,
         }
         return JSONResponse({**ready, "model": model} if model else ready)
@@ -275,6 +309,7 @@ def create_app(
     job_store: JobStore | None = None,
     observe: ObserveSettings | None = None,
     metrics: PrometheusMetrics | None = None,
+    queue_store: QueueStore | None = None,
 ) -> Starlette:
     observe = observe or ObserveSettings()
     metrics = metrics or prometheus_metrics(observe)
@@ -284,12 +319,12 @@ def create_app(
     )
     slot = GenerationSlot(
         host_lock or FileHostLock(settings.lock_path),
-        settle=settle,
-        max_queue=settings.max_queue,
+        queue_store or build_queue_store(settings.state, settings.queue_limits),
         poll_interval_s=settings.lock_poll_interval_s,
-        generation_estimate_s=settings.generation_estimate_s,
+        settle=settle,
     )
     jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama)
+    slot.on_job = jobs.run_claimed
     runner = Runner(settings, ollama, slot, jobs, metrics)
 
     chat_only = [Middleware(ChatOnly, token=settings.runner_token)]
@@ -298,7 +333,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if (notice := startup_notice(settings.runner_token)) is not None:
             logger.warning(notice)
+        slot.start()
         yield
+        await slot.aclose()
         await jobs.aclose()
         await ollama.aclose()
 

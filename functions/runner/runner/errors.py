@@ -5,8 +5,9 @@
     ServiceError
     ├── ClientError ...            (shared: invalid_json, invalid_request, model_not_found, ...)
     ├── Busy                       503 + Retry-After
-    │   ├── QueueFull              503 queue_full     — MAX_QUEUE waiters already in this process
-    │   └── QueueTimeout           503 queue_timeout  — no slot within QUEUE_TIMEOUT_S
+    │   ├── QueueFull              503 queue_full     — MAX_QUEUE tickets already wait on this host
+    │   ├── QueueTimeout           503 queue_timeout  — no slot within QUEUE_TIMEOUT_S
+    │   └── TooManyWaiting         429 too_many_requests — the caller's max_waiting already wait
     └── UpstreamError              502 upstream_error (Ollama's own message)
         ├── UpstreamUnavailable    502 upstream_unavailable — Ollama cannot be reached
         └── UpstreamTimeout        504 upstream_timeout     — Ollama went silent past OLLAMA_TIMEOUT_S
@@ -23,6 +24,7 @@ from servicekit.errors import (
     QueueFull,
     QueueTimeout,
     ServiceError,
+    TooManyWaiting,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -37,6 +39,7 @@ __all__ = [
     "QueueFull",
     "QueueTimeout",
     "ServiceError",
+    "TooManyWaiting",
     "UpstreamError",
     "UpstreamTimeout",
     "UpstreamUnavailable",

@@ -1,6 +1,8 @@
-"""Running asynchronous jobs: under the same slot as synchronous requests, at most once each.
+"""Running asynchronous jobs: batch tickets in the same queue as synchronous requests, at most once each.
 
-Delivery is at least once (Lambda's async queue, a retried HTTP call); the store's conditional
+A job's ticket has no holder: whichever runner process holds the slot when it reaches the head
+claims it and runs it here (:meth:`JobRunner.run_claimed`), so a job queued by a runner that
+died is run by another. Delivery is at least once (Lambda's async queue, a retried HTTP call); the store's conditional
 ``queued → running`` makes the execution at most once. While generating, the partial response
 and a lease are written every ``JOB_PROGRESS_INTERVAL_S``; a job whose runner dies stops
 renewing its lease and is failed (``runner_lost``) by the next reader. A cancel is seen at the
@@ -10,11 +12,13 @@ next progress write and closes the Ollama request.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
+from servicekit.callers import Caller
 from servicekit.errors import Busy, ServiceError, UpstreamError, error_envelope
 from servicekit.jobs.model import Job
 from servicekit.jobs.store import JobStore
@@ -22,9 +26,10 @@ from servicekit.jobs.store import JobStore
 from runner.budget import Budget
 from runner.ollama import OllamaClient
 from runner.settings import Settings
-from runner.slot import GenerationSlot, Ticket
+from runner.slot import GenerationSlot, Grant
 from runner.wire import OllamaChunk, chunk_text, ollama_request, timings_of, usage_of
 
+logger = logging.getLogger("runner.jobs")
 # The cleanup writes of a job that is being torn down must still reach the store.
 CLEANUP_TIMEOUT_S = 5.0
 
@@ -55,43 +60,64 @@ class JobRunner:
         self.ollama = ollama
         self._background: set[asyncio.Task[str | None]] = set()
 
-    def start_in_background(self, job_id: str, *, wait_s: float) -> None:
-        task = asyncio.get_running_loop().create_task(self.execute(job_id, wait_s=wait_s))
+    def run_claimed(self, grant: Grant) -> None:
+        """Run the job whose ticket this process just claimed (it holds the slot); release it after."""
+        task = asyncio.get_running_loop().create_task(self._run_claimed(grant))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _run_claimed(self, grant: Grant) -> None:
+        job_id = grant.ticket["job_id"]
+        try:
+            assert job_id is not None
+            job = await self.store.start(job_id, now=time.time(), lease_s=self.settings.job_lease_s)
+            if job is not None:  # None: cancelled or expired meanwhile, or run by another delivery
+                await self._run_started(job, await self.slot.ready(grant), Budget(None))
+        except ServiceError as exc:
+            logger.warning("job %s: %s", job_id, exc.message)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.slot.release(grant)
 
     async def aclose(self) -> None:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def execute(self, job_id: str, *, wait_s: float, budget: Budget | None = None) -> str | None:
-        """Wait for the slot (at most ``wait_s``), then run the job if it is still queued; its final status.
+    async def execute(self, job: Job, caller: Caller, *, wait_s: float, budget: Budget | None = None) -> str | None:
+        """Queue the job and wait for it here (at most ``wait_s``; on Lambda the invocation is the
+        worker), then run it if it is still queued; its final status.
 
         A ``budget`` (on Lambda, the invocation's time left) bounds the generation: past it the
         job fails with ``deadline_exceeded``, keeping its partial response.
         """
+        job_id = job["id"]
         try:
-            async with self.slot.hold(max(0.0, wait_s)) as ticket:
-                job = await self.store.start(job_id, now=time.time(), lease_s=self.settings.job_lease_s)
-                if job is None:  # cancelled, expired or already run by another delivery
+            async with self.slot.place(caller, "batch", job["model"]) as place:
+                grant = await self.slot.wait(place, max(0.0, wait_s))
+                started = await self.store.start(job_id, now=time.time(), lease_s=self.settings.job_lease_s)
+                if started is None:  # cancelled, expired or already run by another delivery
                     return None
-                return await self._generate(job, ticket, budget or Budget(None))
+                return await self._run_started(started, grant, budget or Budget(None))
         except Busy:
             await self.store.settle(
                 job_id, now=time.time(), status="expired",
                 error={"code": "job_expired", "message": "The job did not get the model before its start deadline."},
             )  # fmt: skip
             return "expired"
+
+    async def _run_started(self, job: Job, grant: Grant, budget: Budget) -> str:
+        try:
+            return await self._generate(job, grant, budget)
         except asyncio.CancelledError:
             with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
                 await self.store.finish(
-                    job_id, "failed", now=time.time(),
+                    job["id"], "failed", now=time.time(),
                     fields={"error": {"code": "runner_stopped", "message": "The runner stopped during the job."}},
                 )  # fmt: skip
             raise
 
-    async def _generate(self, job: Job, ticket: Ticket, budget: Budget) -> str:
+    async def _generate(self, job: Job, grant: Grant, budget: Budget) -> str:
         job_id = job["id"]
         prepared = self.ollama.prepare(*ollama_request(job["model"], job["request"]))  # type: ignore[arg-type]
         pieces: list[str] = []
@@ -136,7 +162,7 @@ class JobRunner:
                 return "cancelled"
             if final is None:
                 raise UpstreamError("Ollama ended the stream before the generation was done.")
-            ticket.ended_cleanly = True
+            grant.ended_cleanly = True
         except ServiceError as exc:
             fields = {"response": "".join(pieces), "error": _error(exc, job_id)}
             await self.store.finish(job_id, "failed", now=time.time(), fields=fields)
@@ -144,7 +170,7 @@ class JobRunner:
         fields = {
             "response": "".join(pieces),
             "usage": dict(usage_of(final)),
-            "timings": dict(timings_of(final, ticket.queue_ms)),
+            "timings": dict(timings_of(final, grant.queue_ms)),
         }
         await self.store.finish(job_id, "succeeded", now=time.time(), fields=fields)
         return "succeeded"

@@ -10,12 +10,18 @@ from urllib.parse import urlsplit
 
 import httpx
 from servicekit.config import ConfigError, env_float, env_int, env_str
+from servicekit.queue.model import QueueLimits
 from servicekit.state.factory import StateSettings
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 # The lock lives in STATE_DIR by default, beside the state database.
 LOCK_FILE_NAME = "runner.lock"
-DEFAULT_MAX_QUEUE = 64
+DEFAULT_MAX_QUEUE = 64  # tickets waiting, host-wide
+DEFAULT_MAX_WAITING_PER_CALLER = 8  # a key's max_waiting overrides it
+DEFAULT_BATCH_MAX_WAIT_S = 120.0  # a job waiting longer goes ahead of interactive requests
+# A waiting request's process renews its ticket every second; a process that died stops, and its
+# tickets drop out of the queue after this.
+DEFAULT_QUEUE_LEASE_S = 5.0
 DEFAULT_QUEUE_TIMEOUT_S = 300.0
 DEFAULT_OLLAMA_TIMEOUT_S = 600.0
 # Connection refused is immediate; this bounds a host that drops packets, so an unreachable
@@ -78,6 +84,8 @@ class Settings:
     ollama_url: str = DEFAULT_OLLAMA_HOST
     lock_path: str = ""  # empty: <STATE_DIR>/runner.lock
     max_queue: int = DEFAULT_MAX_QUEUE
+    max_waiting_per_caller: int = DEFAULT_MAX_WAITING_PER_CALLER
+    batch_max_wait_s: float = DEFAULT_BATCH_MAX_WAIT_S
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
     ollama_timeout_s: float = DEFAULT_OLLAMA_TIMEOUT_S
     ollama_connect_timeout_s: float = DEFAULT_OLLAMA_CONNECT_TIMEOUT_S
@@ -101,6 +109,16 @@ class Settings:
             raise ConfigError("JOB_LEASE_S must be more than twice JOB_PROGRESS_INTERVAL_S")
 
     @property
+    def queue_limits(self) -> QueueLimits:
+        return QueueLimits(
+            max_queue=self.max_queue,
+            max_waiting_per_caller=self.max_waiting_per_caller,
+            batch_max_wait_s=self.batch_max_wait_s,
+            lease_s=DEFAULT_QUEUE_LEASE_S,
+            default_estimate_s=self.generation_estimate_s,
+        )
+
+    @property
     def ollama_timeout(self) -> httpx.Timeout:
         # read: the longest silence we accept from Ollama (a whole non-streamed generation, or
         # the gap between two streamed chunks). pool: only one generation runs at a time, so a
@@ -120,6 +138,8 @@ class Settings:
             ollama_url=parse_ollama_host(env_str(env, "OLLAMA_HOST", DEFAULT_OLLAMA_HOST)),
             lock_path=env_str(env, "LOCK_PATH", os.path.join(state.directory, LOCK_FILE_NAME)),
             max_queue=env_int(env, "MAX_QUEUE", DEFAULT_MAX_QUEUE),
+            max_waiting_per_caller=env_int(env, "MAX_WAITING_PER_CALLER", DEFAULT_MAX_WAITING_PER_CALLER, minimum=1),
+            batch_max_wait_s=env_float(env, "BATCH_MAX_WAIT_S", DEFAULT_BATCH_MAX_WAIT_S, minimum=0.0),
             queue_timeout_s=env_float(env, "QUEUE_TIMEOUT_S", DEFAULT_QUEUE_TIMEOUT_S),
             ollama_timeout_s=env_float(env, "OLLAMA_TIMEOUT_S", DEFAULT_OLLAMA_TIMEOUT_S, minimum=0.001),
             ollama_connect_timeout_s=env_float(

@@ -154,6 +154,8 @@ class SettlingHostLock:
         self._held = False
 
     def try_acquire(self) -> bool:
+        if self._held:  # not re-entrant: held here already
+            return False
         self._held = self._inner.try_acquire()
         if self._held:
             self._settle.lock_taken()
@@ -164,12 +166,6 @@ class SettlingHostLock:
             self._held = False
             self._settle.lock_released()
         self._inner.release()
-
-    def set_waiting(self, waiting: bool) -> None:
-        self._inner.set_waiting(waiting)
-
-    def others_waiting(self) -> bool:
-        return self._inner.others_waiting()
 
     def held_elsewhere(self) -> bool:
         return self._inner.held_elsewhere()

@@ -1,185 +1,318 @@
-"""The generation slot: one holder per host, a bounded FIFO queue per process.
+"""The generation slot: the host's fair queue says who is next, the host lock makes it one at a time.
 
-Requests in one process queue in arrival order in front of the host lock; only one task per
-process (the dispatcher) ever contends for the host lock, and it hands the slot to the oldest
-live waiter. Releasing is synchronous, so it runs even from a cancelled task's ``finally``;
-when nobody in another process waits, the release hands the slot straight to the next local
-waiter without a poll (the in-process handoff is a few microseconds).
+Every generation is a ticket in the queue store (:mod:`servicekit.queue`), shared by every
+runner process. A process runs a ticket only while it holds the host lock *and* the store
+agrees the ticket is the head (``claim``, conditional); a lock without the head is let go at
+once, so the queue decides the order and the lock makes overlap impossible even if the queue
+were wrong.
+
+One dispatcher task per process polls for its turn: a non-blocking lock probe every
+``poll_interval_s`` (about 2 µs), and a store read only when the lock is free. Releasing
+finishes the ticket and claims the next one in the same write, so when the next ticket is this
+process's own (or a job, which any process may run), the slot passes on without letting go of
+the lock. Jobs are tickets without a holder: the process that claims one runs it (``on_job``).
+The same loop refreshes this process's waiting positions, renews their leases (a process that
+dies stops renewing; its tickets drop out), and, when idle, looks for jobs left by a dead runner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import socket
 import time
-from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
-from runner.errors import QueueFull, QueueTimeout
+import anyio
+from servicekit.callers import Caller
+from servicekit.errors import QueueTimeout, ServiceError
+from servicekit.queue.model import NewTicket, Snapshot, Standing, Ticket, TicketClass, job_ticket_id, running
+from servicekit.queue.store import QueueStore
+
 from runner.hostlock import HostLock
 from runner.settle import Settle, SettlingHostLock
 
-RECENT_GENERATIONS = 20
+logger = logging.getLogger("runner.slot")
+
+# A waiting stream hears its standing at least this often, changed or not.
+HEARTBEAT_S = 5.0
+# Waiting positions are re-read this often (and whenever the lock is seen free).
+POSITION_REFRESH_S = 0.25
+# Waiting tickets' leases are renewed this often; a lease lasts QueueLimits.lease_s.
+LEASE_RENEW_S = 1.0
+# With nothing waiting here, look for jobs (left by a runner that died) this often.
+IDLE_DRAIN_S = 0.5
 
 
-@dataclass(slots=True)
-class Ticket:
-    """What a holder learns about its wait, and tells the slot about its generation."""
+@dataclass(eq=False, slots=True)
+class Grant:
+    """The slot, held: for ``ticket``, since ``started`` (perf_counter), after ``queue_ms`` of waiting."""
 
+    ticket: Ticket
     queue_ms: float
+    started: float = field(default_factory=time.perf_counter)
     # Set by the holder once Ollama sent its final chunk. Left False (cancelled, failed), the
     # slot settles before it passes on: Ollama may still be generating (see runner.settle).
     ended_cleanly: bool = False
 
 
+@dataclass(eq=False, slots=True)
+class Place:
+    """One ticket of this process's, waiting or granted."""
+
+    ticket_id: str
+    admitted: Standing  # where it stood when it joined (X-Queue-Position)
+    standing: Standing
+    arrived: float = field(default_factory=time.perf_counter)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    grant: Grant | None = None
+
+
+JobStarter = Callable[[Grant], None]
+
+
 class GenerationSlot:
     def __init__(
-        self,
-        host_lock: HostLock,
-        *,
-        settle: Settle | None = None,
-        max_queue: int,
-        poll_interval_s: float,
-        generation_estimate_s: float,
+        self, host_lock: HostLock, queue: QueueStore, *, poll_interval_s: float, settle: Settle | None = None
     ) -> None:
         self._settle = settle or Settle(max_s=0.0, mark=None)
         self._host = host_lock if settle is None else SettlingHostLock(host_lock, settle)
-        self._max_queue = max_queue
+        self.queue = queue
         self._poll_interval_s = poll_interval_s
-        self._default_estimate_s = generation_estimate_s
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._held_since: float | None = None
-        self._recent_s: deque[float] = deque(maxlen=RECENT_GENERATIONS)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._places: dict[str, Place] = {}
+        self._holding: Grant | None = None
+        # Runs a job this process claimed (set once, before any request: JobRunner.run_claimed).
+        self.on_job: JobStarter | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._draining = False  # jobs may be waiting: look for them
+        self._persistent = False  # started with the app: dispatch (and drain) for as long as it runs
 
-    # -- what the app reports -------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Dispatch for as long as the app runs (its lifespan): drain jobs, even ones left by a runner
+        that died, before any request arrives."""
+        self._persistent = self._draining = True
+        self._dispatch_now()
+
+    def _dispatch_now(self) -> None:
+        """Make sure the dispatcher runs. Started here (on Lambda, where no lifespan runs), it stops
+        once nothing of this process's waits, so no worker thread outlives the invocation."""
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+
+    async def aclose(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
 
     @property
-    def queue_depth(self) -> int:
-        return len(self._waiters)
+    def waiting_here(self) -> int:
+        """How many of this process's requests wait (the host's queue: ``queue.snapshot``)."""
+        return len(self._waiting_ids())
 
     @property
     def busy(self) -> bool:
-        return self._held_since is not None or self._host.held_elsewhere()
+        return self._holding is not None or self._host.held_elsewhere()
 
-    def estimate_s(self) -> float:
-        """A generation's expected duration, from the recent ones."""
-        if not self._recent_s:
-            return self._default_estimate_s
-        return sum(self._recent_s) / len(self._recent_s)
-
-    def retry_after_s(self, waiting: int) -> float:
-        """When a newcomer could expect the slot: the holder's expected rest, then each waiter's turn."""
-        estimate = self.estimate_s()
-        held_for = time.perf_counter() - self._held_since if self._held_since is not None else 0.0
-        return max(0.0, estimate - held_for) + estimate * waiting
-
-    # -- holding ----------------------------------------------------------------------------
+    # -- joining ------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def hold(self, timeout_s: float) -> AsyncIterator[Ticket]:
-        """Wait (at most ``timeout_s``) for the slot and hold it for the ``async with`` body."""
-        if len(self._waiters) >= self._max_queue:
-            raise QueueFull(
-                f"The queue is full ({len(self._waiters)} waiting); try again later.",
-                retry_after_s=self.retry_after_s(len(self._waiters)),
-                queue_depth=len(self._waiters),
-            )
-        arrived = time.perf_counter()
-        if self._held_since is None and not self._live_waiters() and self._try_take_host_lock():
-            # Free slot, nobody ahead anywhere: no queue, no dispatcher hop.
-            self._held_since = time.perf_counter()
-            async with self._settled(Ticket(queue_ms=(self._held_since - arrived) * 1000)) as ticket:
-                yield ticket
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self._wake_dispatcher()
+    async def place(self, caller: Caller, ticket_class: TicketClass, model: str) -> AsyncIterator[Place]:
+        """Join the queue (refusals raise here), and leave it (or release the slot) on exit."""
+        ticket_id = uuid.uuid4().hex
+        new: NewTicket = {"id": ticket_id, "caller": caller.name, "weight": caller.weight, "model": model,
+                          "ticket_class": ticket_class, "holder": self.holder, "job_id": None}  # fmt: skip
+        # Free slot here and on the host: take the lock first, so joining can claim at once (one write).
+        claim_as = self.holder if self._holding is None and self._host.try_acquire() else None
         try:
-            async with asyncio.timeout(timeout_s):
-                await waiter
-        except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # granted in the same instant we gave up: pass it on
-            else:
-                waiter.cancel()
-                self._forget(waiter)
-            if isinstance(exc, TimeoutError):
+            now = time.time()
+            standing = await self.queue.enqueue(new, max_waiting=caller.max_waiting, now=now, claim_as=claim_as)
+        except BaseException:
+            if claim_as is not None:
+                self._host.release()
+            raise
+        place = Place(ticket_id, standing, standing)
+        self._places[ticket_id] = place
+        if standing.position == 0 and claim_as is not None:
+            self._give(place, Grant(running(new, claim_as, now), queue_ms=0.0))
+        else:
+            if claim_as is not None:
+                self._host.release()
+            self._dispatch_now()
+            self._wake.set()
+        try:
+            yield place
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._leave(place)
+
+    async def enqueue_job(self, job_id: str, caller: Caller, model: str) -> Standing:
+        """Add a job's ticket (no holder: whichever runner holds the slot when it is the head runs it)."""
+        new: NewTicket = {"id": job_ticket_id(job_id), "caller": caller.name, "weight": caller.weight,
+                          "ticket_class": "batch", "model": model, "holder": None, "job_id": job_id}  # fmt: skip
+        standing = await self.queue.enqueue(new, max_waiting=caller.max_waiting, now=time.time())
+        self._draining = True
+        self._dispatch_now()
+        self._wake.set()
+        return standing
+
+    async def standings(self, place: Place, timeout_s: float) -> AsyncIterator[Standing]:
+        """The place's standing each time its position changes (and every ``HEARTBEAT_S``) until it is granted.
+
+        Raises ``QueueTimeout`` when it is not granted within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while place.grant is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise QueueTimeout(
                     f"No generation slot became free within {timeout_s:g} s.",
-                    retry_after_s=self.retry_after_s(len(self._waiters)),
-                    queue_depth=len(self._waiters),
-                ) from None
-            raise
-        async with self._settled(Ticket(queue_ms=(time.perf_counter() - arrived) * 1000)) as ticket:
-            yield ticket
-
-    @asynccontextmanager
-    async def _settled(self, ticket: Ticket) -> AsyncIterator[Ticket]:
-        """Hold the granted slot; settle first after a dead holder, and before releasing after a bad end."""
-        try:
-            await self._settle.before_first_send_after_takeover()
-            yield ticket
-        finally:
+                    retry_after_s=place.standing.eta_s,
+                    queue_position=place.standing.position,
+                    queue_depth=place.standing.depth,
+                )
             try:
-                if not ticket.ended_cleanly:
-                    await self._settle.after_abnormal_end()
-            finally:
-                self.release()
+                async with asyncio.timeout(min(left, HEARTBEAT_S)):
+                    await place.changed.wait()
+            except TimeoutError:
+                pass
+            place.changed.clear()
+            if place.grant is None:
+                yield place.standing
 
-    def release(self) -> None:
-        if self._held_since is None:
+    async def wait(self, place: Place, timeout_s: float) -> Grant:
+        """Wait (at most ``timeout_s``) for the place's turn; the grant, ready to send to Ollama."""
+        async for _ in self.standings(place, timeout_s):
+            pass
+        assert place.grant is not None
+        return await self.ready(place.grant)
+
+    async def ready(self, grant: Grant) -> Grant:
+        """Before the first send after the lock was taken over from a holder that died: settle."""
+        await self._settle.before_first_send_after_takeover()
+        return grant
+
+    # -- releasing ----------------------------------------------------------------------------------
+
+    async def _leave(self, place: Place) -> None:
+        self._places.pop(place.ticket_id, None)
+        if place.grant is not None:
+            await self.release(place.grant)
             return
-        self._recent_s.append(time.perf_counter() - self._held_since)
-        self._held_since = None
-        self._host.release()
-        if not self._live_waiters():
-            return
-        if self._try_take_host_lock():
-            self._grant()  # fast path: nobody elsewhere is waiting
-        else:
-            self._wake_dispatcher(step_aside=True)
-
-    # -- internals ----------------------------------------------------------------------------
-
-    def _try_take_host_lock(self) -> bool:
-        """Take the host lock now, unless another process is already waiting for it (fairness)."""
-        return not self._host.others_waiting() and self._host.try_acquire()
-
-    def _forget(self, waiter: asyncio.Future[None]) -> None:
-        with suppress(ValueError):
-            self._waiters.remove(waiter)
-
-    def _live_waiters(self) -> bool:
-        while self._waiters and self._waiters[0].done():
-            self._waiters.popleft()
-        return bool(self._waiters)
-
-    def _grant(self) -> None:
-        """Give the held host lock to the oldest live waiter, or let it go."""
-        if not self._live_waiters():
-            self._host.release()
-            return
-        self._held_since = time.perf_counter()
-        self._waiters.popleft().set_result(None)
-
-    def _wake_dispatcher(self, *, step_aside: bool = False) -> None:
-        if self._held_since is None and (self._dispatcher is None or self._dispatcher.done()):
-            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(step_aside))
-
-    async def _dispatch(self, step_aside: bool) -> None:
-        """Poll the host lock for this process's queue; the only task that contends for it."""
-        if step_aside:
-            # Processes already waiting poll every interval: give them two before competing.
-            await asyncio.sleep(self._poll_interval_s * 2)
-        self._host.set_waiting(True)
         try:
-            while self._held_since is None and self._live_waiters():
-                if self._host.try_acquire():
-                    self._host.set_waiting(False)
-                    self._grant()
-                    return
-                await asyncio.sleep(self._poll_interval_s)
+            await self.queue.leave(place.ticket_id)
+        except ServiceError:
+            logger.warning("could not remove ticket %s; its lease will drop it", place.ticket_id)
+
+    async def release(self, grant: Grant) -> None:
+        """Finish ``grant``'s ticket and pass the slot on: to a ticket here (or a job) without letting go."""
+        if self._holding is not grant:
+            return
+        duration_s = time.perf_counter() - grant.started
+        following: Ticket | None = None
+        try:
+            with anyio.CancelScope(shield=True):
+                if not grant.ended_cleanly:
+                    await self._settle.after_abnormal_end()
+                following = await self.queue.finish(
+                    grant.ticket["id"], holder=self.holder, mine=self._waiting_ids(), now=time.time(),
+                    duration_s=duration_s,
+                )  # fmt: skip
+        except ServiceError:
+            logger.warning("could not finish ticket %s; the next holder drops it", grant.ticket["id"])
         finally:
-            self._host.set_waiting(False)
+            self._holding = None
+            if following is None:
+                self._host.release()
+                self._wake.set()
+        if following is not None:
+            self._grant(following)
+
+    # -- dispatching --------------------------------------------------------------------------------
+
+    def _waiting_ids(self) -> list[str]:
+        return [ticket_id for ticket_id, place in self._places.items() if place.grant is None]
+
+    def _grant(self, ticket: Ticket) -> None:
+        """The store gave us ``ticket`` and we hold the lock: hand it to its place, or run the job."""
+        place = self._places.get(ticket["id"])
+        if place is not None and place.grant is None:
+            self._give(place, Grant(ticket, queue_ms=(time.perf_counter() - place.arrived) * 1000))
+            return
+        queue_ms = max(0.0, time.time() - ticket["created_at"]) * 1000
+        grant = Grant(ticket, queue_ms=queue_ms)
+        self._holding = grant
+        if ticket["job_id"] is not None and self.on_job is not None:
+            self.on_job(grant)
+        else:  # its place left in the same instant: pass the slot on
+            asyncio.get_running_loop().create_task(self.release(grant))
+
+    def _give(self, place: Place, grant: Grant) -> None:
+        self._holding = grant
+        place.grant = grant
+        place.standing = Standing(position=0, eta_s=0.0, depth=place.standing.depth)
+        place.changed.set()
+
+    def _update(self, snapshot: Snapshot) -> None:
+        for ticket_id, place in self._places.items():
+            standing = snapshot.standings.get(ticket_id)
+            if place.grant is None and standing is not None:
+                # A stream hears of a new position at once; a new ETA alone waits for the heartbeat.
+                moved = standing.position != place.standing.position
+                place.standing = standing
+                if moved:
+                    place.changed.set()
+
+    async def _dispatch(self) -> None:
+        last_refresh = last_renew = 0.0
+        while self._persistent or self._draining or self._waiting_ids():
+            try:
+                last_refresh, last_renew = await self._step(last_refresh, last_renew)
+            except ServiceError as exc:  # the store is busy or failing: try again shortly
+                logger.warning("queue dispatch: %s", exc.message)
+                await asyncio.sleep(IDLE_DRAIN_S)
+
+    async def _step(self, last_refresh: float, last_renew: float) -> tuple[float, float]:
+        now = time.monotonic()
+        idle = not self._places and not self._draining
+        due = now - last_refresh >= (IDLE_DRAIN_S if idle else POSITION_REFRESH_S)
+        if self._holding is None and (not idle or due) and not self._host.held_elsewhere():
+            snapshot = await self.queue.snapshot(now=time.time())
+            self._update(snapshot)
+            last_refresh = now
+            head = snapshot.head
+            self._draining = any(t["holder"] is None for t in snapshot.waiting)
+            ours = head is not None and (head["id"] in self._places or (head["holder"] is None and bool(self.on_job)))
+            if ours and self._holding is None and self._host.try_acquire():
+                claimed = None
+                try:
+                    claimed = await self.queue.claim(self.holder, self._waiting_ids(), now=time.time())
+                finally:
+                    if claimed is None:
+                        self._host.release()
+                if claimed is not None:
+                    self._grant(claimed)
+                    return last_refresh, last_renew
+        elif not idle and due:
+            self._update(await self.queue.snapshot(now=time.time()))
+            last_refresh = now
+        if self._places and now - last_renew >= LEASE_RENEW_S:
+            await self.queue.renew(self._waiting_ids(), now=time.time())
+            last_renew = now
+        await self._sleep(IDLE_DRAIN_S if idle else self._poll_interval_s)
+        return last_refresh, last_renew
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        self._wake.clear()

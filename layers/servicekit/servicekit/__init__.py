@@ -11,5 +11,6 @@
 - :mod:`servicekit.timebudget` — time left: request deadlines, the Lambda margin, ``X-Time-Left-Ms``.
 - :mod:`servicekit.upstream` — the lean HTTP client for each hop (an httpx transport, aiohttp by default).
 - :mod:`servicekit.jobs` — asynchronous jobs: the document, its lifecycle, SQLite and DynamoDB stores.
+- :mod:`servicekit.queue` — the fair queue of generations: tickets, their order, the SQLite store.
 - :mod:`servicekit.state` — the private STATE_DIR, its SQLite database, API keys; the DynamoDB table on AWS.
 """

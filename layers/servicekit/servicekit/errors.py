@@ -22,10 +22,9 @@
     │   └── ManagementRefused         403 management_refused: Ollama's pull/push/create/copy/delete/blobs
     ├── Busy                          503 + Retry-After: come back later
     │   ├── StateBusy                 503 state_busy: another process kept the state database locked
-    │   ├── QueueFull                 503 queue_full: MAX_QUEUE requests already wait
-    │   ├── QueueTimeout              503 queue_timeout: no slot within QUEUE_TIMEOUT_S
-    │   ├── TooManyWaiting            429 too_many_requests: the caller's max_waiting already wait
-    │   │                             (the fair queue's store, servicekit.queue, raises it)
+    │   ├── QueueFull                 503 queue_full: MAX_QUEUE tickets already wait on this host
+    │   ├── QueueTimeout              503 queue_timeout: the ticket did not reach the slot in QUEUE_TIMEOUT_S
+    │   ├── TooManyWaiting            429 too_many_requests: this caller already has max_waiting waiting
     │   (chat: RunnerBusy)
     ├── StateError                    500 state_error: the state database failed (SQLite)
     ├── NotReady                      503 not_ready: a readiness probe failed
@@ -217,7 +216,7 @@ class StateBusy(Busy):
 
 
 class QueueFull(Busy):
-    """MAX_QUEUE requests already wait (``queue_position``: where this one would have stood)."""
+    """MAX_QUEUE tickets already wait on this host (``queue_position``: where this one would have stood)."""
 
     code = "queue_full"
 

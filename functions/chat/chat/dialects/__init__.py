@@ -56,6 +56,8 @@ async def runner_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, An
             raise UpstreamError("The runner sent a line that is not a JSON object.")
         if isinstance(event.get("error"), dict):
             raise RunnerRefused(502, event["error"], {})
+        if "queued" in event:  # the runner's place-in-queue lines: no dialect sends them on
+            continue
         yield event
         if event.get("done") is True:
             return

@@ -1,6 +1,6 @@
 """A queue ticket and the rules that order tickets; pure functions, so every store agrees.
 
-Order (worked through in tests/queue/test_store_contract.py's first test):
+Order (the README's "How the queue works" has a worked example):
 
 1. A ``batch`` ticket (a job) waiting longer than ``batch_max_wait_s`` is *promoted*: promoted
    tickets come first, oldest first, so jobs are never starved.

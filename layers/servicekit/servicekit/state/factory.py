@@ -89,8 +89,8 @@ def key_store(state: StateSettings) -> KeyStore:
 
 
 def queue_store(state: StateSettings, limits: QueueLimits) -> QueueStore:
-    """The host's fair queue in the state database (servicekit.queue; the runner's slot does not use
-    it yet: issue 10 wires it in)."""
+    """The host's queue in the state database. On AWS (until the DynamoDB store of issue 11) it is
+    the invocation's own SQLite file in /tmp: reserved concurrency 1 makes it a queue of one."""
     from servicekit.queue.sqlite_store import SqliteQueueStore
 
     return SqliteQueueStore(state_database(state.directory), limits)
