@@ -184,7 +184,7 @@ class SqliteQueueStore:
         return cast(Ticket, {**head, "status": "running", "holder": holder, "started_at": now, "lease_until": None})
 
     async def claim(self, holder: str, mine: Collection[str], *, now: float) -> Ticket | None:
-        return await self.database.write(lambda db: self._claim(db, holder, mine, now))
+        return await self.database.write(lambda db: self._claim(db, holder, mine, now), urgent=True)
 
     async def finish(
         self, ticket_id: str, *, holder: str, mine: Collection[str], now: float, duration_s: float | None
@@ -196,7 +196,7 @@ class SqliteQueueStore:
                 self._record(db, row[0], duration_s)
             return self._claim(db, holder, mine, now)
 
-        return await self.database.write(finish)
+        return await self.database.write(finish, urgent=True)
 
     @staticmethod
     def _record(db: sqlite3.Connection, model: str, duration_s: float) -> None:
