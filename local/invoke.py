@@ -13,6 +13,7 @@ default to its ports, ``DEFAULT_MODEL`` defaults here to the model it serves (``
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib
 import json
@@ -60,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO / "functions" / args.function))
     context = LambdaContext(function_name=f"{args.function}-function", timeout_s=args.timeout)
     try:
-        handler = importlib.import_module(FUNCTIONS[args.function]).handler
-        response = handler(event, context)
+        module = importlib.import_module(FUNCTIONS[args.function])
+        response = module.handler(event, context)
+        # Lambda freezes the process with its clients open; a command closes them before it exits.
+        asyncio.get_event_loop().run_until_complete(module.app.state.aclose())
     except Exception:
         traceback.print_exc()
         print(json.dumps({"errorType": "HandlerCrashed", "errorMessage": "the handler raised"}))

@@ -40,6 +40,7 @@ def test_invoke_prints_the_lambda_response(stack_env: dict[str, str], event_file
     function = "runner" if event_file.startswith("runner") else "chat"
     result = invoke(function, EVENTS / event_file, stack_env)
     assert result.returncode == 0, result.stderr
+    assert "Unclosed" not in result.stderr  # its HTTP clients are closed before the command exits
     response = json.loads(result.stdout)
     status, content_type, body = EXPECTED[event_file]
     assert response["statusCode"] == status

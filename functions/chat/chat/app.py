@@ -265,6 +265,7 @@ def create_app(
     )
     app.state.chat = chat
     app.state.auth = auth
+    app.state.aclose = runner.aclose  # what the lifespan's end closes (``local invoke`` calls it too)
     return app
 
 

@@ -47,5 +47,6 @@ class Models:
         name = self.allowed_name(model)
         if name is None:
             shown = list(self.allowed if listed is None else listed)
-            raise ModelNotFound(f"Model '{model}' is not available here; allowed: {shown}.")
+            allowed = ", ".join(shown) if shown else "none of the models served here"
+            raise ModelNotFound(f"Model '{model}' is not available here; allowed: {allowed}.")
         return name

@@ -335,6 +335,10 @@ def create_app(
             logger.warning(notice)
         slot.start()
         yield
+        await aclose()
+
+    async def aclose() -> None:
+        """Close what the app holds (its lifespan's end; ``local invoke`` after one Lambda-style call)."""
         await slot.aclose()
         await jobs.aclose()
         await ollama.aclose()
@@ -357,6 +361,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runner = runner
+    app.state.aclose = aclose
     return app
 
 

@@ -34,7 +34,8 @@ def translate_mid_stream(exc: httpx.HTTPError, upstream: str) -> UpstreamError:
     """A failure while reading a response body that had started: whatever the transport calls it,
     the connection broke (aiohttp's transport reports a dropped peer as a connect error)."""
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"{upstream[0].upper()}{upstream[1:]} went silent in the middle of the stream.")
+        # Always a read timeout between chunks: we always stream, so the status line came first.
+        return UpstreamTimeout(f"{upstream[0].upper()}{upstream[1:]} sent nothing for longer than its timeout.")
     return UpstreamError(f"The connection to {upstream} broke mid-stream: {type(exc).__name__}.")
 
 

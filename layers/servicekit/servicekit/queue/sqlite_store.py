@@ -148,7 +148,8 @@ class SqliteQueueStore:
         standing = would_stand(before.running, before.waiting, _recent(db), candidate, now=now, limits=self.limits)
         if caller_full:
             raise TooManyWaiting(
-                f"You already have {limit} requests waiting (your limit); try again when one has started.",
+                f"You already have {limit} request{'s' if limit != 1 else ''} waiting (your limit); "
+                "try again when one has started.",
                 retry_after_s=standing.eta_s,
                 queue_position=standing.position,
                 queue_depth=standing.depth,
