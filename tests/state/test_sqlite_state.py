@@ -202,3 +202,25 @@ async def test_expired_rows_are_swept_in_bounded_batches(database: StateDatabase
     assert await database.read(count) == 2
     await store.create(a_job())  # nothing left to sweep for a minute
     assert await database.read(count) == 3
+
+
+async def test_an_urgent_write_goes_before_a_burst_of_writes(database: StateDatabase) -> None:
+    """The slot's handoff (claim, finish) is urgent: fifty writes already waiting do not delay it."""
+    await database.write(lambda db: db.execute("CREATE TABLE marks (who TEXT)"))
+    done: list[str] = []
+
+    async def write(who: str, urgent: bool = False) -> None:
+        def operation(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO marks VALUES (?)", (who,))
+            time.sleep(0.001)  # a write that takes a little while, as a queue write does
+
+        await database.write(operation, urgent=urgent)
+        done.append(who)
+
+    burst = [asyncio.create_task(write(f"w{index}")) for index in range(50)]
+    await asyncio.sleep(0)  # every ordinary write has asked for its turn
+    await write("urgent", urgent=True)
+    await asyncio.gather(*burst)
+    # At most the write in progress, and one that reached the gate first, go before it.
+    assert done.index("urgent") <= 2, done[:10]
+    assert sorted(done) == sorted([*(f"w{index}" for index in range(50)), "urgent"])

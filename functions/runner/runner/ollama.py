@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
+import anyio
 import httpx
 from servicekit.upstream import Upstream, translate, translate_mid_stream
 
@@ -31,6 +32,8 @@ from runner.wire import (
 
 # Metadata (tags, show, ps) answers at once in Ollama; a few seconds means it is in trouble.
 METADATA_TIMEOUT_S = 5.0
+# After the final chunk, how long to wait for the end of Ollama's body (it follows at once).
+DRAIN_S = 0.05
 
 
 def _error_message(body: bytes) -> str:
@@ -176,19 +179,50 @@ class OllamaClient:
             async with self._http.stream(prepared.request) as response:
                 if response.status_code >= 400:
                     _raise_for_status(response, await response.aread(), prepared.model)
-                yield self._chunks(response)
+                chunks = _Chunks(response.aiter_lines(), self.pace, self.name)
+                yield chunks
+                if chunks.done:
+                    await chunks.drain()
         except httpx.HTTPError as exc:
             raise translate(exc, self.name) from exc
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[OllamaChunk]:
-        last: float | None = None
+
+class _Chunks:
+    """Ollama's chunks, timing the gaps between them; once the final one is read, the rest of the
+    body (the stream's end) can be drained so the connection goes back to the pool."""
+
+    def __init__(self, lines: AsyncIterator[str], pace: TokenPace, upstream: str) -> None:
+        self._lines = lines
+        self._pace = pace
+        self._upstream = upstream
+        self._last: float | None = None
+        self.done = False
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> OllamaChunk:
         try:
-            async for line in response.aiter_lines():
+            async for line in self._lines:
                 if line.strip():
                     now = time.perf_counter()
-                    if last is not None:
-                        self.pace.record(now - last)
-                    last = now
-                    yield _parse_chunk(line)
+                    if self._last is not None:
+                        self._pace.record(now - self._last)
+                    self._last = now
+                    chunk = _parse_chunk(line)
+                    self.done = bool(chunk.get("done"))
+                    return chunk
         except httpx.HTTPError as exc:
-            raise translate_mid_stream(exc, self.name) from exc
+            raise translate_mid_stream(exc, self._upstream) from exc
+        raise StopAsyncIteration
+
+    async def drain(self) -> None:
+        """Read to the body's end (Ollama ends it right after the final chunk); past ``DRAIN_S`` the
+        connection is closed instead. Closing a response that is not read to its end closes its
+        connection, and the next generation would then wait for a new one."""
+        with anyio.move_on_after(DRAIN_S):
+            try:
+                async for _ in self._lines:
+                    pass
+            except httpx.HTTPError:
+                pass  # the generation is complete; only the connection is lost

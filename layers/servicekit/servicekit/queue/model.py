@@ -117,6 +117,11 @@ def in_order(waiting: Sequence[Ticket], now: float, batch_max_wait_s: float) -> 
     return sorted((t for t in waiting if live(t, now)), key=lambda t: order_key(t, now, batch_max_wait_s))
 
 
+def head_of(waiting: Sequence[Ticket], now: float, batch_max_wait_s: float) -> Ticket | None:
+    """The next ticket alone (what a claim needs): ``in_order(...)[0]`` without sorting the rest."""
+    return min((t for t in waiting if live(t, now)), key=lambda t: order_key(t, now, batch_max_wait_s), default=None)
+
+
 def virtual_start(clock: float, caller_finish: float | None) -> float:
     return clock if caller_finish is None else max(clock, caller_finish)
 

@@ -8,6 +8,12 @@ local process holding a lock can therefore delay a store call by at most about t
 and never stall the loop (``/healthz`` keeps answering). sqlite3's errors are translated here,
 once, into the servicekit tree.
 
+Within a process, writers queue on the event loop (cancellable) for one worker thread of their
+own, and ``urgent`` writes (the slot's handoff: claim and finish) for another, which goes first
+at the gate to SQLite's write lock. Without it, a burst of arrivals (50 enqueue writes) took
+all 40 of anyio's worker threads, raced SQLite's busy handler, and the handoff's write waited
+for a thread behind them.
+
 Connections are opened lazily in the thread that first needs one, kept in a small pool of
 idle ones, and never carried across a fork.
 """
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import anyio
+from anyio.lowlevel import RunVar
 
 from servicekit.errors import StateBusy, StateError
 from servicekit.state import schema
@@ -45,6 +52,49 @@ class _Locked(Exception):
     """One attempt found the database locked by another connection (SQLITE_BUSY)."""
 
 
+# One worker thread for ordinary writes and one for urgent ones, per event loop.
+_WRITERS: RunVar[anyio.CapacityLimiter] = RunVar("sqlite_writers")
+_URGENT_WRITERS: RunVar[anyio.CapacityLimiter] = RunVar("sqlite_urgent_writers")
+
+
+def _limiter(var: RunVar[anyio.CapacityLimiter]) -> anyio.CapacityLimiter:
+    try:
+        return var.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(1)
+        var.set(limiter)
+        return limiter
+
+
+class _WriteGate:
+    """One writer of this process at a time; urgent writers go first. Used in worker threads only."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._busy = False
+        self._urgent_waiting = 0
+
+    def enter(self, urgent: bool, timeout_s: float) -> bool:
+        """Take the gate within ``timeout_s``; False when it stayed taken (the caller backs off)."""
+        deadline = time.monotonic() + timeout_s
+        with self._condition:
+            self._urgent_waiting += urgent
+            try:
+                while self._busy or (not urgent and self._urgent_waiting):
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._condition.wait(left):
+                        return False
+                self._busy = True
+                return True
+            finally:
+                self._urgent_waiting -= urgent
+
+    def leave(self) -> None:
+        with self._condition:
+            self._busy = False
+            self._condition.notify_all()
+
+
 class StateDatabase:
     """Checks STATE_DIR and pre-creates ``state.db`` (0600, no link followed) when built.
 
@@ -65,19 +115,24 @@ class StateDatabase:
         self._guard = threading.Lock()
         self._pid = os.getpid()
         self._migrated = False
+        self._write_gate = _WriteGate()
 
     async def read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(operation, "BEGIN")
 
-    async def write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._run(operation, "BEGIN IMMEDIATE")
+    async def write(self, operation: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
+        """``urgent``: this process's other writers wait until it is done (the slot's handoff)."""
+        return await self._run(operation, "BEGIN IMMEDIATE", urgent)
 
-    async def _run(self, operation: Callable[[sqlite3.Connection], T], begin: str) -> T:
+    async def _run(self, operation: Callable[[sqlite3.Connection], T], begin: str, urgent: bool = False) -> T:
         deadline = time.monotonic() + self.busy_budget_s
         backoff = BACKOFF_FIRST_S
         while True:
             try:
-                return await anyio.to_thread.run_sync(self._attempt, operation, begin)
+                if begin == "BEGIN":
+                    return await anyio.to_thread.run_sync(self._attempt, operation, begin)
+                limiter = _limiter(_URGENT_WRITERS if urgent else _WRITERS)
+                return await anyio.to_thread.run_sync(self._gated_attempt, operation, begin, urgent, limiter=limiter)
             except _Locked as locked:
                 if time.monotonic() + backoff > deadline:
                     raise StateBusy(
@@ -87,6 +142,14 @@ class StateDatabase:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     # -- in the worker thread --------------------------------------------------------------------
+
+    def _gated_attempt(self, operation: Callable[[sqlite3.Connection], T], begin: str, urgent: bool) -> T:
+        if not self._write_gate.enter(urgent, self.busy_timeout_s):
+            raise _Locked
+        try:
+            return self._attempt(operation, begin)
+        finally:
+            self._write_gate.leave()
 
     def _attempt(self, operation: Callable[[sqlite3.Connection], T], begin: str) -> T:
         try:
