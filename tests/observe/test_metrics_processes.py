@@ -60,19 +60,23 @@ async def test_a_scripted_mix_across_two_runner_workers(tmp_path: Path) -> None:
                  "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
         ) as (chat_url, _),
     ):  # fmt: skip
-        sent = 0
-        async with httpx.AsyncClient(base_url=chat_url, timeout=15) as client:
-            # Concurrent requests open several chat→runner connections, which the kernel spreads
-            # over both workers; keep going (bounded) until both have counted some. Four at a
-            # time: one runs, three wait (MAX_QUEUE).
+        # Chat keeps its connections to the runner, so whichever worker accepted them serves them
+        # all. A new connection per request (loopback may call the runner directly) reaches both
+        # workers as the kernel hands them out; keep going (bounded) until both have counted some.
+        direct = 0
+        async with httpx.AsyncClient(base_url=runner_url, timeout=15, headers={"Connection": "close"}) as runner:
             deadline = time.monotonic() + 20
-            while len(runner_pids_with_counters(metrics_dir / "runner")) < 2 or sent < 8:
+            while len(runner_pids_with_counters(metrics_dir / "runner")) < 2:
                 assert time.monotonic() < deadline, "the second runner worker never served a request"
+                assert (await runner.post("/v1/run/tinyllama", json={"prompt": "d"})).status_code == 200
+                direct += 1
+        sent = 8
+        async with httpx.AsyncClient(base_url=chat_url, timeout=15) as client:
+            for _ in range(sent // 4):  # four at a time: one runs, three wait (MAX_QUEUE)
                 replies = await asyncio.gather(
                     *(client.post("/chat", json={"prompt": "a b"}, headers=bob) for _ in range(4))
                 )
                 assert [r.status_code for r in replies] == [200] * 4
-                sent += 4
             streamed = await client.post("/chat", json={"prompt": "s t", "stream": True}, headers=bob)
             assert streamed.status_code == 200
             assert (await client.post("/chat", json={"prompt": "x"})).status_code == 401
@@ -107,8 +111,8 @@ async def test_a_scripted_mix_across_two_runner_workers(tmp_path: Path) -> None:
             interactive = sent + 1 + 4
             done = await scrape_until(
                 client, ops,
-                lambda found: value(found, P + "queue_wait_seconds_count", **{"class": "interactive"}) == interactive
-                and value(found, P + "slot_busy") == 0,
+                lambda found: value(found, P + "queue_wait_seconds_count", **{"class": "interactive"})
+                == interactive + direct and value(found, P + "slot_busy") == 0,
             )  # fmt: skip
 
     # While the slot was held: three tickets waited (one each from whichever workers), none of them a job.
@@ -117,8 +121,9 @@ async def test_a_scripted_mix_across_two_runner_workers(tmp_path: Path) -> None:
     assert value(held, P + "slot_busy") == 1
 
     requests = P + "requests_total"
+    assert value(done, requests, service="chat", route="/chat", status="200", code="") == interactive
+    assert value(done, requests, service="runner", route=RUN_ROUTE, status="200", code="") == interactive + direct
     for service, route in (("chat", "/chat"), ("runner", RUN_ROUTE)):
-        assert value(done, requests, service=service, route=route, status="200", code="") == interactive
         assert value(done, requests, service=service, route=route, status="429", code="too_many_requests") == 1
         assert value(done, requests, service=service, route=route, status="503", code="queue_full") == 1
     assert value(done, requests, service="chat", route="/chat", status="401", code="unauthorized") == 1
@@ -127,7 +132,8 @@ async def test_a_scripted_mix_across_two_runner_workers(tmp_path: Path) -> None:
     assert value(done, P + "queue_wait_seconds_count", **{"class": "batch"}) == 1
     assert value(done, P + "queue_depth", **{"class": "interactive"}) == 0
     assert value(done, P + "queue_oldest_wait_seconds") == 0
-    assert value(done, P + "generation_seconds_count", model="tinyllama") == interactive
+    assert value(done, P + "generation_seconds_count", model="tinyllama") == interactive + direct
+    assert total(done, P + "tokens_out_total", model="tinyllama", caller="anonymous") == fake.faults.tokens * direct
     assert total(done, P + "tokens_out_total", model="tinyllama", caller="bob") == fake.faults.tokens * (sent + 3)
     assert total(done, P + "tokens_out_total", model="tinyllama", caller="alice") == fake.faults.tokens * 2
     assert value(done, P + "jobs", status="succeeded") == 1
