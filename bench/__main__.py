@@ -19,7 +19,7 @@ from bench.auth import auth_check_us
 from bench.dialects import Overhead, litellm_overhead, medians, openai_overhead
 from bench.extra import first_response_ms, import_ms, overload, peak_rss_mb, python_processes, slot_handoff_ms
 from bench.measure import Latency, burst, first_byte_ms, median, sequential_ms
-from bench.observe import observe_cost_multiprocess_us, observe_cost_us
+from bench.observe import observe_cost_multiprocess_us, observe_cost_us, queue_scrape_ms
 from bench.page import measure as first_token_page_and_curl
 from bench.settle import settle_after_drops
 from bench.stack import stack
@@ -245,6 +245,8 @@ async def run(quick: bool) -> list[Row]:
     rows.append(Row("log line + metrics per request p99 (in-process)", p99_us / 1000, "ms", "(report)", None))
     p50_us, _ = observe_cost_multiprocess_us()
     rows.append(Row("same, multiprocess mode (mmap files) p50", p50_us / 1000, "ms", "<= 0.1", p50_us / 1000 <= 0.1))
+    scrape_ms = await queue_scrape_ms()
+    rows.append(Row("/metrics: the queue's gauges, 64 waiting, p50", scrape_ms, "ms", "<= 5", scrape_ms <= 5))
     # The chat page in Chromium against curl, same stack (sync Playwright: in a thread of its own).
     page, curl = await asyncio.to_thread(first_token_page_and_curl, 10 if quick else 30)
     rows.append(Row("time to first token in the chat page, p50", median(page), "ms", "(report)", None))

@@ -1,9 +1,13 @@
 """The cost of observing a request: ObserveRequests with the JSON log line and the Prometheus families.
 
 Driven in-process (no HTTP): the same tiny Starlette app with and without the middleware, the
-difference of the medians is the cost per request. Multiprocess mode (every sample written to
-an mmap'ed file) runs in a child process, since prometheus_client reads
-PROMETHEUS_MULTIPROC_DIR at import.
+difference of the medians is the cost per request. The observed app's endpoint also reports a
+grant and a release of the slot, as the runner's slot does for every generation (the wait by
+class, slot_busy). Multiprocess mode (every sample written to an mmap'ed file) runs in a child
+process, since prometheus_client reads PROMETHEUS_MULTIPROC_DIR at import.
+
+The queue's depth and oldest age cost nothing per request: ``/metrics`` reads them from the
+store when scraped (:func:`queue_scrape_ms`, with a full queue).
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ import sys
 import tempfile
 import time
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 from servicekit.observe.logs import RequestLog, formatter_for
-from servicekit.observe.metrics import PrometheusMetrics
+from servicekit.observe.metrics import PrometheusMetrics, exposition, queue_gauges
 from servicekit.observe.middleware import ObserveRequests
+from servicekit.observe.queue import queue_measures
 from servicekit.observe.record import record_of
+from servicekit.queue.model import NewTicket, QueueLimits
+from servicekit.queue.sqlite_store import SqliteQueueStore
+from servicekit.state.sqlite import StateDatabase
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -47,8 +56,17 @@ def _app(observed: bool) -> Starlette:
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the bench)
     handler.setFormatter(formatter_for("json"))
     log.logger.handlers, log.logger.propagate = [handler], False
-    middleware = [Middleware(ObserveRequests, service="bench", observers=[log, PrometheusMetrics()])]
-    return Starlette(routes=[Route("/chat", _reply, methods=["POST"])], middleware=middleware)
+    metrics = PrometheusMetrics()
+
+    async def reply_holding_the_slot(request: Request) -> Response:
+        metrics.slot_granted("interactive", 0.1)
+        try:
+            return await _reply(request)
+        finally:
+            metrics.slot_released()
+
+    middleware = [Middleware(ObserveRequests, service="bench", observers=[log, metrics])]
+    return Starlette(routes=[Route("/chat", reply_holding_the_slot, methods=["POST"])], middleware=middleware)
 
 
 async def _per_request_us(app: Starlette, rounds: int) -> list[float]:
@@ -90,6 +108,28 @@ def observe_cost_multiprocess_us(rounds: int = 20_000) -> tuple[float, float]:
         ).stdout
     p50, p99 = json.loads(out)
     return float(p50), float(p99)
+
+
+async def queue_scrape_ms(waiting: int = 64, rounds: int = 200) -> float:
+    """p50 of reading a queue of ``waiting`` tickets (MAX_QUEUE's default: a full queue) from SQLite and
+    writing its gauges as /metrics text: what each scrape adds for the queue."""
+    with tempfile.TemporaryDirectory() as tmp:
+        limits = QueueLimits(max_queue=waiting, max_waiting_per_caller=waiting, batch_max_wait_s=120, lease_s=600)
+        store = SqliteQueueStore(StateDatabase(Path(tmp) / "state"), limits)
+        now = time.time()
+        for index in range(waiting):
+            ticket: NewTicket = {"id": f"t{index}", "caller": f"c{index % 8}", "weight": 1, "model": "tinyllama",
+                                 "ticket_class": "interactive" if index % 4 else "batch", "holder": "bench",
+                                 "job_id": None}  # fmt: skip
+            await store.enqueue(ticket, max_waiting=None, now=now)
+        metrics = PrometheusMetrics()
+        samples = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            now = time.time()
+            exposition(metrics, "", queue_gauges(queue_measures(await store.snapshot(now=now), now=now)))
+            samples.append((time.perf_counter() - started) * 1000)
+        return percentile(samples, 50)
 
 
 if __name__ == "__main__":

@@ -157,6 +157,11 @@ def test_the_alarms_are_accepted_by_cloudwatch(deployed: dict[str, Any]) -> None
     ]
     assert all(a.get("AlarmActions", []) == [] for a in created.values())  # no AlarmTopicArn given
     assert [q["Id"] for q in created["Chat5xxRateAlarm"]["Metrics"]] == ["errors", "requests", "rate"]
+    oldest = created["OldestTicketAgeAlarm"]
+    assert (oldest["Namespace"], oldest["MetricName"], oldest["Threshold"]) == (
+        "ServerlessOllamaChat", "OldestTicketAgeSeconds", 300.0,
+    )  # fmt: skip
+    assert oldest["Dimensions"] == [{"Name": "service", "Value": "runner"}]
 
 
 def test_every_function_has_a_log_group_with_retention(deployed: dict[str, Any]) -> None:

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 from cfnlint.api import ManualArgs, lint
+from runner.settings import DEFAULT_QUEUE_TIMEOUT_S
+from servicekit.observe.emf import EmfSlotMetrics
+from servicekit.queue.model import Snapshot
 
 from tests.deploy.sam import REGION, load_template, resources_of_type, translate
 
@@ -144,7 +147,7 @@ ALARMS = {
 
 def test_alarms_watch_the_runner_the_failure_destination_and_the_apis_5xx_rate(cfn: dict[str, Any]) -> None:
     alarms = resources_of_type(cfn, "AWS::CloudWatch::Alarm")
-    assert set(alarms) == {*ALARMS, "Chat5xxRateAlarm"}
+    assert set(alarms) == {*ALARMS, "Chat5xxRateAlarm", "OldestTicketAgeAlarm"}
     for name, (namespace, metric, function) in ALARMS.items():
         properties = alarms[name]["Properties"]
         assert (properties["Namespace"], properties["MetricName"]) == (namespace, metric)
@@ -158,6 +161,26 @@ def test_alarms_watch_the_runner_the_failure_destination_and_the_apis_5xx_rate(c
         actions = alarm["Properties"]["AlarmActions"]
         assert actions == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
         assert alarm["Properties"]["TreatMissingData"] == "notBreaching"
+
+
+def test_the_oldest_ticket_alarm_watches_the_metric_the_runner_writes(
+    cfn: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The alarm's namespace, name and dimensions are exactly those of the EMF document the runner's
+    slot writes when it reads the queue (a dimension more or less and CloudWatch sees no data)."""
+    capsys.readouterr()
+    EmfSlotMetrics("runner").queue_read(Snapshot(running=None, waiting=(), standings={}), now=1000.0)
+    (document,) = [d for d in map(json.loads, capsys.readouterr().out.splitlines()) if "OldestTicketAgeSeconds" in d]
+    (directive,) = document["_aws"]["CloudWatchMetrics"]
+    alarm = resources_of_type(cfn, "AWS::CloudWatch::Alarm")["OldestTicketAgeAlarm"]["Properties"]
+    assert alarm["Namespace"] == directive["Namespace"]
+    assert alarm["MetricName"] in [m["Name"] for m in directive["Metrics"]]
+    assert directive["Dimensions"] == [[d["Name"] for d in alarm["Dimensions"]]]
+    assert all(document[d["Name"]] == d["Value"] for d in alarm["Dimensions"])
+    assert alarm["Statistic"] == "Maximum"
+    assert alarm["Threshold"] == {"Ref": "OldestTicketAlarmSeconds"}
+    # The default matches the runner's own longest wait for a request (QUEUE_TIMEOUT_S).
+    assert load_template()["Parameters"]["OldestTicketAlarmSeconds"]["Default"] == DEFAULT_QUEUE_TIMEOUT_S
 
 
 def test_the_table_outlives_the_stack_and_can_be_restored(cfn: dict[str, Any]) -> None:

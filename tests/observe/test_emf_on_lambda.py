@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -14,11 +15,18 @@ from chat.lambda_transport import LambdaInvokeTransport
 from chat.settings import Settings as ChatSettings
 from moto import mock_aws
 from runner.app import create_app as create_runner_app
+from runner.hostlock import FileHostLock
 from runner.settings import Settings as RunnerSettings
+from runner.slot import GenerationSlot
+from servicekit.callers import Caller
 from servicekit.jobs.dynamo_store import DynamoJobStore
 from servicekit.lambda_adapter import lambda_handler
+from servicekit.observe.emf import EmfSlotMetrics
 from servicekit.observe.settings import ObserveSettings
+from servicekit.queue.model import QueueLimits
+from servicekit.queue.sqlite_store import SqliteQueueStore
 from servicekit.state.factory import StateSettings
+from servicekit.state.sqlite import StateDatabase
 
 from local.events import api_gateway_event
 from tests.auth.helpers import add_key
@@ -26,6 +34,7 @@ from tests.fake_ollama import FakeOllama
 from tests.jobs.stores import REGION, create_jobs_table
 from tests.lambda_standin import InProcessLambda
 from tests.servers import serve_in_thread
+from tests.waiting import eventually
 
 RUNNER = "stack-RunnerFunction-XYZ"
 EMF = ObserveSettings(log_format="json", metrics="emf")
@@ -99,6 +108,7 @@ def test_a_mix_of_requests_gives_emf_documents(
             assert ask("POST", "/chat", {"prompt": "s t", "stream": True}, keyed)["statusCode"] == 200
             assert ask("POST", "/chat", {"prompt": "no key"})["statusCode"] == 401
             assert ask("POST", "/chat", {"prompt": "x", "model": "gpt-9"}, keyed)["statusCode"] == 404
+            assert ask("GET", "/readyz")["statusCode"] == 503  # on AWS: the runner's own readiness is not wired here
             job = ask("POST", "/v1/jobs", {"prompt": "a job"}, keyed)
             assert job["statusCode"] == 202
             job_id = json.loads(job["body"])["id"]
@@ -120,8 +130,45 @@ def test_a_mix_of_requests_gives_emf_documents(
     assert len(metric(documents, "GenerationTime", service="runner", model="tinyllama")) == 2
     assert len(metric(documents, "TimeToFirstToken", service="runner", model="tinyllama")) == 2
     assert sum(metric(documents, "TokensOut", model="tinyllama", caller="alice")) == 2 * fake.faults.tokens
+    assert sum(metric(documents, "Requests", service="chat", route="/readyz", status="503", code="not_ready")) == 1
+    # Each grant's wait, by class (the job is a batch ticket).
+    assert len(metric(documents, "QueueWait", service="runner", **{"class": "interactive"})) == 2
+    assert len(metric(documents, "QueueWait", service="runner", **{"class": "batch"})) == 1
     # Powertools' Logger: a JSON request line per request, never the prompt.
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"message":"request"' in line]
     assert {line["service"] for line in lines} == {"chat", "runner"}
     assert all(isinstance(line["request_id"], str) and line["status"] for line in lines)
     assert "one two" not in out
+
+
+async def test_the_slot_reports_the_queue_it_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """While tickets wait, the slot's dispatcher reads the queue and the runner writes its depth by
+    class and its oldest ticket's age (at most every ``report_every_s``)."""
+    limits = QueueLimits(max_queue=10, max_waiting_per_caller=10, batch_max_wait_s=120, lease_s=5)
+    store = SqliteQueueStore(StateDatabase(tmp_path / "state"), limits)
+    slot = GenerationSlot(
+        FileHostLock(str(tmp_path / "lock")), store, poll_interval_s=0.001,
+        observer=EmfSlotMetrics("runner", report_every_s=0.05),
+    )  # fmt: skip
+    capsys.readouterr()
+    async with slot.place(Caller("alice"), "interactive", "m") as running:
+        grant = await slot.wait(running, 5)
+        await slot.enqueue_job("j1", Caller("bob"), "m")  # no runner takes it while the slot is held
+        async with slot.place(Caller("carol"), "interactive", "m"):
+            reported: list[dict[str, Any]] = []
+
+            def aged() -> bool:
+                reported.extend(emf_documents(capsys.readouterr().out))
+                return any(age > 0.1 for age in metric(reported, "OldestTicketAgeSeconds", service="runner"))
+
+            await eventually(aged, timeout_s=5, what="an oldest-ticket age over 0.1 s")
+        grant.ended_cleanly = True
+    await slot.aclose()
+    reported.extend(emf_documents(capsys.readouterr().out))
+    assert set(metric(reported, "QueueDepth", service="runner", **{"class": "interactive"})) <= {0.0, 1.0}
+    assert 1.0 in metric(reported, "QueueDepth", service="runner", **{"class": "interactive"})
+    assert 1.0 in metric(reported, "QueueDepth", service="runner", **{"class": "batch"})
+    ages = metric(reported, "OldestTicketAgeSeconds", service="runner")
+    assert ages == sorted(ages)  # the job waited all along: its age only grows
+    assert len(ages) < 5 / 0.05  # a sample per report_every_s, not one per read (4 a second and more)
+    assert metric(reported, "QueueWait", service="runner", **{"class": "interactive"})[0] == 0.0  # alice: at once

@@ -69,6 +69,12 @@ async def test_a_scripted_mix_shows_in_the_metrics(stack) -> None:  # type: igno
     assert total(found, P + "tokens_out_total", model="tinyllama", caller="alice") > 0
     assert total(found, P + "tokens_in_total", model="tinyllama", caller="alice") > 0
     assert value(found, P + "slot_busy") == 0
+    # Every ticket that got the slot: the two /chat ones and the job (a batch ticket).
+    assert value(found, P + "queue_wait_seconds_count", **{"class": "interactive"}) == 2
+    assert value(found, P + "queue_wait_seconds_count", **{"class": "batch"}) == 1
+    assert value(found, P + "queue_depth", **{"class": "interactive"}) == 0
+    assert value(found, P + "queue_depth", **{"class": "batch"}) == 0
+    assert (P + "queue_oldest_wait_seconds", ()) in found
     assert value(found, P + "ollama_up") == 0  # the runner's /readyz failed
     assert value(found, P + "jobs", status="succeeded") == 1
     assert value(found, P + "jobs", status="queued") == 0

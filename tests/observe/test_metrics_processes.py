@@ -1,62 +1,141 @@
-"""/metrics on a real chat adds up the samples of every process: chat's and two runner workers'."""
+"""/metrics on a real chat adds up the samples of every process (chat's and two runner workers'),
+and reads the queue as the store holds it while tickets of both workers wait in it."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from servicekit.state.factory import StateSettings
 
+from tests.auth.helpers import add_key
 from tests.fake_ollama import FakeOllama
-from tests.observe.helpers import samples, total, value
+from tests.observe.helpers import Samples, samples, total, value
 from tests.servers import serve_in_thread, uvicorn_process
 
 pytestmark = pytest.mark.slow
 P = "ollama_chat_"
+RUN_ROUTE = "/v1/run/{model:path}"
 
 
 def runner_pids_with_counters(directory: Path) -> set[str]:
     return {path.stem.rsplit("_", 1)[1] for path in directory.glob("counter_*.db")}
 
 
-async def test_metrics_add_up_two_runner_workers_and_chat(tmp_path: Path) -> None:
+async def scrape_until(client: httpx.AsyncClient, ops: dict[str, str], holds: Callable[[Samples], bool]) -> Samples:
+    """The /metrics samples once ``holds`` is true of them (scraped every 20 ms, for at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        response = await client.get("/metrics", headers=ops)
+        assert response.status_code == 200
+        found = samples(response.text)
+        if holds(found):
+            return found
+        assert time.monotonic() < deadline, f"/metrics never showed it; last:\n{response.text}"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_scripted_mix_across_two_runner_workers(tmp_path: Path) -> None:
     fake = FakeOllama()
     state, metrics_dir = tmp_path / "state", tmp_path / "metrics"
+    settings = StateSettings(directory=str(state))
+    alice = {"Authorization": f"Bearer {add_key(settings, 'alice', '--max-waiting', '1')}"}
+    bob = {"Authorization": f"Bearer {add_key(settings, 'bob')}"}
+    ops = {"Authorization": f"Bearer {add_key(settings, 'ops')}"}
     common = {"STATE_DIR": str(state), "DEFAULT_MODEL": "tinyllama"}
     with (
         serve_in_thread(fake.app) as ollama_url,
         uvicorn_process(
             "runner", "runner.app:app", extra_args=("--workers", "2"),
-            env={**common, "OLLAMA_HOST": ollama_url, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / "runner")},
+            env={**common, "OLLAMA_HOST": ollama_url, "MAX_QUEUE": "3",
+                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / "runner")},
         ) as (runner_url, _),
         uvicorn_process(
             "chat", "chat.app:app",
-            env={**common, "RUNNER_URL": runner_url, "AUTH": "off", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+            env={**common, "RUNNER_URL": runner_url, "AUTH": "required", "METRICS_KEYS": "ops",
+                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
         ) as (chat_url, _),
     ):  # fmt: skip
-        sent = 0
-        async with httpx.AsyncClient(base_url=chat_url, timeout=10) as client:
-            # Concurrent requests open several chat→runner connections, which the kernel spreads
-            # over both workers; keep going (bounded) until both have counted some.
+        # Chat keeps its connections to the runner, so whichever worker accepted them serves them
+        # all. A new connection per request (loopback may call the runner directly) reaches both
+        # workers as the kernel hands them out; keep going (bounded) until both have counted some.
+        direct = 0
+        async with httpx.AsyncClient(base_url=runner_url, timeout=15, headers={"Connection": "close"}) as runner:
             deadline = time.monotonic() + 20
-            while len(runner_pids_with_counters(metrics_dir / "runner")) < 2 or sent < 8:
+            while len(runner_pids_with_counters(metrics_dir / "runner")) < 2:
                 assert time.monotonic() < deadline, "the second runner worker never served a request"
-                replies = await asyncio.gather(*(client.post("/chat", json={"prompt": "a b"}) for _ in range(4)))
+                assert (await runner.post("/v1/run/tinyllama", json={"prompt": "d"})).status_code == 200
+                direct += 1
+        sent = 8
+        async with httpx.AsyncClient(base_url=chat_url, timeout=15) as client:
+            for _ in range(sent // 4):  # four at a time: one runs, three wait (MAX_QUEUE)
+                replies = await asyncio.gather(
+                    *(client.post("/chat", json={"prompt": "a b"}, headers=bob) for _ in range(4))
+                )
                 assert [r.status_code for r in replies] == [200] * 4
-                sent += 4
-            streamed = await client.post("/chat", json={"prompt": "s t", "stream": True})
+            streamed = await client.post("/chat", json={"prompt": "s t", "stream": True}, headers=bob)
             assert streamed.status_code == 200
-            assert (await client.post("/chat", json={"prompt": ""})).status_code == 422
-            scraped = await client.get("/metrics")
-    assert scraped.status_code == 200
-    found = samples(scraped.text)
-    run_route = "/v1/run/{model:path}"
-    assert value(found, P + "requests_total", service="runner", route=run_route, status="200", code="") == sent + 1
-    assert value(found, P + "requests_total", service="chat", route="/chat", status="200", code="") == sent + 1
-    assert value(found, P + "requests_total", service="chat", route="/chat", status="422", code="invalid_request") == 1
-    assert value(found, P + "generation_seconds_count", model="tinyllama") == sent + 1
-    tokens_out = total(found, P + "tokens_out_total", model="tinyllama", caller="anonymous")
-    assert tokens_out == fake.faults.tokens * (sent + 1)
+            assert (await client.post("/chat", json={"prompt": "x"})).status_code == 401
+            job = await client.post("/v1/jobs", json={"prompt": "a job"}, headers=bob)
+            assert job.status_code == 202
+            job_url = f"/v1/jobs/{job.json()['id']}"
+            job_deadline = time.monotonic() + 10
+            while (await client.get(job_url, headers=bob)).json()["status"] != "succeeded":
+                assert time.monotonic() < job_deadline, "the job never ran"
+                await asyncio.sleep(0.02)
+
+            # Hold the slot (a slow generation) and fill the queue: alice may have one waiting,
+            # the host three. Each step waits until the store shows the one before it.
+            fake.faults.token_delay_s = 0.5
+
+            def chat(headers: dict[str, str]) -> asyncio.Task[httpx.Response]:
+                return asyncio.create_task(client.post("/chat", json={"prompt": "slow"}, headers=headers))
+
+            def waiting(n: int) -> Callable[[Samples], bool]:
+                return lambda found: value(found, P + "queue_depth", **{"class": "interactive"}) == n
+
+            running = chat(alice)
+            await scrape_until(client, ops, lambda found: value(found, P + "slot_busy") == 1)
+            alice_waits = chat(alice)
+            await scrape_until(client, ops, waiting(1))
+            assert (await client.post("/chat", json={"prompt": "x"}, headers=alice)).status_code == 429
+            bob_waits = [chat(bob), chat(bob)]
+            held = await scrape_until(client, ops, waiting(3))
+            assert (await client.post("/chat", json={"prompt": "x"}, headers=bob)).status_code == 503
+            fake.faults.token_delay_s = 0.0
+            assert [(await task).status_code for task in (running, alice_waits, *bob_waits)] == [200] * 4
+            interactive = sent + 1 + 4
+            done = await scrape_until(
+                client, ops,
+                lambda found: value(found, P + "queue_wait_seconds_count", **{"class": "interactive"})
+                == interactive + direct and value(found, P + "slot_busy") == 0,
+            )  # fmt: skip
+
+    # While the slot was held: three tickets waited (one each from whichever workers), none of them a job.
+    assert value(held, P + "queue_depth", **{"class": "batch"}) == 0
+    assert value(held, P + "queue_oldest_wait_seconds") > 0
+    assert value(held, P + "slot_busy") == 1
+
+    requests = P + "requests_total"
+    assert value(done, requests, service="chat", route="/chat", status="200", code="") == interactive
+    assert value(done, requests, service="runner", route=RUN_ROUTE, status="200", code="") == interactive + direct
+    for service, route in (("chat", "/chat"), ("runner", RUN_ROUTE)):
+        assert value(done, requests, service=service, route=route, status="429", code="too_many_requests") == 1
+        assert value(done, requests, service=service, route=route, status="503", code="queue_full") == 1
+    assert value(done, requests, service="chat", route="/chat", status="401", code="unauthorized") == 1
+    assert value(done, requests, service="chat", route="/v1/jobs", status="202", code="") == 1
+    # Every ticket that got the slot, on either worker: the requests and the job.
+    assert value(done, P + "queue_wait_seconds_count", **{"class": "batch"}) == 1
+    assert value(done, P + "queue_depth", **{"class": "interactive"}) == 0
+    assert value(done, P + "queue_oldest_wait_seconds") == 0
+    assert value(done, P + "generation_seconds_count", model="tinyllama") == interactive + direct
+    assert total(done, P + "tokens_out_total", model="tinyllama", caller="anonymous") == fake.faults.tokens * direct
+    assert total(done, P + "tokens_out_total", model="tinyllama", caller="bob") == fake.faults.tokens * (sent + 3)
+    assert total(done, P + "tokens_out_total", model="tinyllama", caller="alice") == fake.faults.tokens * 2
+    assert value(done, P + "jobs", status="succeeded") == 1
+    assert value(done, P + "keys", state="active") == 3
     assert len(runner_pids_with_counters(metrics_dir / "runner")) == 2

@@ -30,7 +30,6 @@ from servicekit.observe.metrics import PrometheusMetrics
 from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics
 from servicekit.observe.record import record_of
 from servicekit.observe.settings import ObserveSettings
-from servicekit.queue.model import QueueLimits
 from servicekit.queue.store import QueueStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import StateSettings
@@ -185,9 +184,7 @@ def queue_for(settings: Settings) -> QueueStore | None:
     """The host's queue, for exact job positions (locally); None on AWS until issue 11's DynamoDB queue."""
     if settings.state.table:
         return None
-    # Only read here (positions), so the limits are not chat's business: the runner enforces them.
-    limits = QueueLimits(max_queue=0, max_waiting_per_caller=0, batch_max_wait_s=settings.batch_max_wait_s, lease_s=0)
-    return build_queue_store(settings.state, limits)
+    return build_queue_store(settings.state, settings.queue_view)
 
 
 def key_add_command(state: StateSettings) -> str:
@@ -214,9 +211,8 @@ def create_app(
         settings.runner_url, timeout=settings.runner_timeout, transport=transport, token=settings.runner_token
     )
     chat = Chat(settings, runner, readiness or readiness_for(settings, runner))
-    jobs = JobsEndpoints(
-        settings, job_store or build_job_store(settings.state), runner, chat.model, queue=queue_for(settings)
-    )
+    queue = queue_for(settings)
+    jobs = JobsEndpoints(settings, job_store or build_job_store(settings.state), runner, chat.model, queue=queue)
     auth = Authenticator(
         key_store or build_key_store(settings.state),
         mode=settings.auth,
@@ -231,7 +227,11 @@ def create_app(
     operator_routes = []
     if metrics is not None:
         scrape = MetricsEndpoint(
-            metrics, keys=settings.metrics_keys, multiprocess_dir=observe.multiprocess_dir, state=settings.state
+            metrics,
+            keys=settings.metrics_keys,
+            multiprocess_dir=observe.multiprocess_dir,
+            state=settings.state,
+            queue=queue,
         )
         operator_routes.append(Route("/metrics", scrape.metrics_text, methods=["GET"], middleware=caller_needed))
 

@@ -1,8 +1,9 @@
 """``GET /metrics``: the Prometheus text of every process on this host, for operators only.
 
 Readable with an API key whose name is in METRICS_KEYS, or — by a caller named by address,
-when no key is needed — from a loopback address only. Jobs by status and keys known are
-counted from the state database at scrape time (SQLite; on AWS the measures are EMF lines).
+when no key is needed — from a loopback address only. Jobs by status, keys known and the
+queue (depth by class, oldest waiting ticket) are read from the state at scrape time: exact
+however many processes share it (SQLite; on AWS the measures are EMF lines).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 from servicekit.callers import caller_of
 from servicekit.errors import Forbidden
-from servicekit.observe.metrics import PrometheusMetrics, exposition, gauge
+from servicekit.observe.metrics import PrometheusMetrics, exposition, gauge, queue_gauges
+from servicekit.observe.queue import queue_measures
+from servicekit.queue.store import QueueStore
 from servicekit.state.factory import StateSettings, state_database
 from servicekit.state.stats import state_counts
 from starlette.requests import Request
@@ -34,9 +37,16 @@ def _loopback(request: Request) -> bool:
 
 class MetricsEndpoint:
     def __init__(
-        self, metrics: PrometheusMetrics, *, keys: tuple[str, ...], multiprocess_dir: str, state: StateSettings
+        self,
+        metrics: PrometheusMetrics,
+        *,
+        keys: tuple[str, ...],
+        multiprocess_dir: str,
+        state: StateSettings,
+        queue: QueueStore | None,
     ) -> None:
         self.metrics = metrics
+        self.queue = queue
         self.keys = frozenset(keys)
         self.multiprocess_dir = multiprocess_dir
         self.state = state
@@ -65,7 +75,13 @@ class MetricsEndpoint:
             gauge("keys", "API keys known, by state.", keys, ["state"]),
         ]
 
+    async def _queue_gauges(self) -> list[Metric]:
+        if self.queue is None:
+            return []
+        now = time.time()
+        return queue_gauges(queue_measures(await self.queue.snapshot(now=now), now=now))
+
     async def metrics_text(self, request: Request) -> Response:
         self._check(request)
-        body = exposition(self.metrics, self.multiprocess_dir, await self._state_gauges())
+        body = exposition(self.metrics, self.multiprocess_dir, await self._state_gauges() + await self._queue_gauges())
         return Response(body, media_type=CONTENT_TYPE_LATEST)

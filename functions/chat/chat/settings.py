@@ -9,6 +9,7 @@ from typing import Literal, cast
 
 import httpx
 from servicekit.config import ConfigError, env_bool, env_choice, env_float, env_int, env_list, env_str, env_url
+from servicekit.queue.model import QueueLimits
 from servicekit.state.factory import StateSettings
 
 from chat.auth import AUTH_MODES, DEFAULT_KEY_CACHE_TTL_S, AuthMode
@@ -86,6 +87,12 @@ class Settings:
             write=self.runner_connect_timeout_s * 10,
             pool=self.runner_connect_timeout_s * 10,
         )
+
+    @property
+    def queue_view(self) -> QueueLimits:
+        """What chat needs to read the queue in the runner's order (job positions, /metrics, chat.top):
+        the order rule only. Chat never admits a ticket; the runner enforces the caps."""
+        return QueueLimits(max_queue=0, max_waiting_per_caller=0, batch_max_wait_s=self.batch_max_wait_s, lease_s=0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -1,16 +1,18 @@
 """``python -m chat.top``: a live view for operators — what runs, what waits, what just finished.
 
-Reads the state database in STATE_DIR (as chat does), refreshed in place every second (rich);
-``--once`` prints one frame. Today it shows jobs: the running generation, the jobs waiting in
-order, and recent outcomes. When the fair queue lands, "waiting" becomes the queue's tickets in
-served order — position, caller, class (interactive or batch), model, waited — and the running
-line gains tokens/s; on AWS, ``--table`` reads the same from DynamoDB.
+Reads the queue through its store (``QueueStore.snapshot``, the order and ETAs the runner uses),
+refreshed in place every second (rich); ``--once`` prints one frame. Shows the running ticket
+(caller, class, model, elapsed), the waiting tickets in served order (position, caller, class,
+model, waited, ETA) and, from the jobs in STATE_DIR, recent outcomes. ``--table`` (or
+JOBS_TABLE) reads the queue from DynamoDB instead, once that store exists.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -21,8 +23,13 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from servicekit.jobs.model import Job
-from servicekit.state.factory import StateSettings, state_database
-from servicekit.state.stats import JobBoard, job_board
+from servicekit.queue.model import Snapshot, Ticket
+from servicekit.queue.sqlite_store import SqliteQueueStore
+from servicekit.queue.store import QueueStore
+from servicekit.state.factory import StateSettings, queue_store, state_database
+from servicekit.state.stats import job_board
+
+from chat.settings import Settings
 
 REFRESH_S = 1.0
 
@@ -38,19 +45,32 @@ def _table(title: str, columns: Sequence[str]) -> Table:
     return table
 
 
-def render(board: JobBoard, *, now: float) -> RenderableType:
-    running = _table("running", ("job", "caller", "model", "elapsed", "generated"))
-    for job in board["running"]:
+def _what(ticket: Ticket) -> str:
+    return f"job {ticket['job_id'][:8]}" if ticket["job_id"] else "request"
+
+
+def render(snapshot: Snapshot, recent_jobs: Sequence[Job] | None, *, now: float) -> RenderableType:
+    """One frame: the running ticket, the waiting ones in order, recent job outcomes (None: not kept here)."""
+    running = _table("running", ("caller", "class", "model", "what", "elapsed"))
+    if (ticket := snapshot.running) is not None:
         running.add_row(
-            job["id"][:8], job["owner"], job["model"], _ago(now, job["started_at"]), f"{len(job['response'])} chars"
+            ticket["caller"], ticket["ticket_class"], ticket["model"], _what(ticket), _ago(now, ticket["started_at"])
         )
-    if not board["running"]:
-        running.add_row("-", "(the slot is free)", "", "", "")
-    waiting = _table(f"waiting ({len(board['queued'])})", ("position", "job", "caller", "model", "waited"))
-    for position, job in enumerate(board["queued"], start=1):
-        waiting.add_row(str(position), job["id"][:8], job["owner"], job["model"], _ago(now, job["created_at"]))
-    recent = _table("recent", ("job", "caller", "model", "status", "error", "took", "tokens/s"))
-    for job in board["recent"]:
+    else:
+        running.add_row("(the slot is free)", "", "", "", "")
+    waiting = _table(
+        f"waiting ({len(snapshot.waiting)})", ("position", "caller", "class", "model", "what", "waited", "eta")
+    )
+    for ticket in snapshot.waiting:
+        standing = snapshot.standings[ticket["id"]]
+        waiting.add_row(
+            str(standing.position), ticket["caller"], ticket["ticket_class"], ticket["model"], _what(ticket),
+            _ago(now, ticket["created_at"]), f"{standing.eta_s:.1f}s",
+        )  # fmt: skip
+    if recent_jobs is None:
+        return Group(running, waiting)
+    recent = _table("recent jobs", ("job", "caller", "model", "status", "error", "took", "tokens/s"))
+    for job in recent_jobs:
         recent.add_row(
             job["id"][:8], job["owner"], job["model"], job["status"], _error_code(job),
             _took(job), _speed(job),
@@ -72,31 +92,39 @@ def _speed(job: Job) -> str:
     return "-" if speed is None else f"{speed:g}"
 
 
-async def _board(state: StateSettings) -> JobBoard:
-    return await job_board(state_database(state.directory), now=time.time())
+async def frame(queue: QueueStore, state: StateSettings) -> RenderableType:
+    """Read the queue (and, with SQLite, the recent jobs) and render them."""
+    now = time.time()
+    snapshot = await queue.snapshot(now=now)
+    recent = None if state.table else (await job_board(state_database(state.directory), now=now))["recent"]
+    return render(snapshot, recent, now=now)
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None, env: dict[str, str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chat.top", description=__doc__.split("\n")[0])
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument("--table", help="the DynamoDB state table (AWS; default JOBS_TABLE, else STATE_DIR)")
     args = parser.parse_args(argv)
-    state = StateSettings.from_env(os.environ if env is None else env)
-    if state.table:
-        print(
-            "chat.top reads the SQLite state in STATE_DIR; DynamoDB (JOBS_TABLE) comes with the queue", file=sys.stderr
-        )
+    settings = Settings.from_env(os.environ if env is None else env)
+    state = settings.state if args.table is None else dataclasses.replace(settings.state, table=args.table)
+    queue = queue_store(state, settings.queue_view)
+    if state.table and isinstance(queue, SqliteQueueStore):
+        print("chat.top: this build keeps no queue in DynamoDB yet (issue 11); read STATE_DIR", file=sys.stderr)
         return 2
     console = Console(file=out) if out is not None else Console()
-    if args.once:
-        console.print(render(asyncio.run(_board(state)), now=time.time()))
-        return 0
-    with Live(console=console, refresh_per_second=4, screen=False) as live:
-        try:
+
+    async def show() -> None:
+        if args.once:
+            console.print(await frame(queue, state))
+            return
+        with Live(console=console, refresh_per_second=4, screen=False) as live:
             while True:
-                live.update(render(asyncio.run(_board(state)), now=time.time()))
-                time.sleep(REFRESH_S)
-        except KeyboardInterrupt:
-            return 0
+                live.update(await frame(queue, state))
+                await asyncio.sleep(REFRESH_S)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(show())
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import cast
 
 import httpx
@@ -32,7 +32,7 @@ from servicekit.generation import parse_generation_request
 from servicekit.jobs.model import is_job_id
 from servicekit.jobs.store import JobStore
 from servicekit.observe.metrics import PrometheusMetrics
-from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics
+from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics, slot_observer_for
 from servicekit.observe.record import RequestRecord, record_of
 from servicekit.observe.settings import ObserveSettings
 from servicekit.queue.model import Standing
@@ -58,7 +58,7 @@ from runner.models import ModelCheck
 from runner.ollama import OllamaClient, PreparedGeneration
 from runner.settings import Settings
 from runner.settle import HOLDER_SUFFIX, HolderMark, Settle
-from runner.slot import GenerationSlot, Grant, Place
+from runner.slot import GenerationSlot, Place
 from runner.wire import (
     EmbedReply,
     RunReply,
@@ -115,22 +115,10 @@ class Runner:
         self.metrics = metrics
         self.models = ModelCheck(ollama)
 
-    @asynccontextmanager
-    async def _place(self, request: Request, model: str) -> AsyncIterator[Place]:
-        """A place in the host's queue for this request (refusals raise here), with the slot_busy
-        gauge up while the slot is held here; leaving it releases the slot or the ticket."""
-        async with self.slot.place(caller_of(request.scope), "interactive", model) as place:
-            try:
-                yield place
-            finally:
-                if self.metrics is not None and place.grant is not None:
-                    self.metrics.slot_busy.set(0)
-
-    async def _wait(self, place: Place, timeout_s: float) -> Grant:
-        grant = await self.slot.wait(place, timeout_s)
-        if self.metrics is not None:
-            self.metrics.slot_busy.set(1)
-        return grant
+    def _place(self, request: Request, model: str) -> AbstractAsyncContextManager[Place]:
+        """A place in the host's queue for this request (refusals raise here); leaving it releases
+        the slot or the ticket."""
+        return self.slot.place(caller_of(request.scope), "interactive", model)
 
     async def run(self, request: Request) -> Response:
         model = request.path_params["model"]
@@ -146,7 +134,7 @@ class Runner:
         record.model, record.stream = model, stream
         if not stream:
             async with self._place(request, model) as place:
-                ticket = await self._wait(place, timeout_s)
+                ticket = await self.slot.wait(place, timeout_s)
                 final = await budget.run(self.ollama.generate(prepared))
                 ticket.ended_cleanly = True
             record.note_generation(model, final, ticket.queue_ms)
@@ -195,8 +183,6 @@ class Runner:
                 yield queued_line(Standing(position=0, eta_s=0.0, depth=0))
             assert place.grant is not None
             ticket = await self.slot.ready(place.grant)
-            if self.metrics is not None:
-                self.metrics.slot_busy.set(1)
             # Closed (by ChunkStream's cleanup) before the place, so before the slot is released.
             chunks = await budget.run(stack.enter_async_context(self.ollama.stream(prepared)))
             while True:
@@ -229,7 +215,7 @@ class Runner:
         prepared = self.ollama.prepare(*ollama_embed_request(model, embedding))
         budget = Budget.of(request)
         async with self._place(request, model) as place:
-            ticket = await self._wait(place, budget.cap(queue_timeout_s(self.settings, request.scope)))
+            ticket = await self.slot.wait(place, budget.cap(queue_timeout_s(self.settings, request.scope)))
             answer = await budget.run(self.ollama.embed(prepared))
             ticket.ended_cleanly = True
         reply: EmbedReply = {
@@ -290,7 +276,7 @@ class Runner:
             raise NotReady(f"Ollama is not ready: {exc.message}") from exc
         if self.metrics is not None:
             self.metrics.ollama_up.set(1)
-        depth = (await self.slot.queue.snapshot(now=time.time())).depth_by_class()
+        depth = (await self.slot.read_queue()).depth_by_class()
         ready = {
             "status": "ok",
             "ollama_version": version,
@@ -322,6 +308,7 @@ def create_app(
         queue_store or build_queue_store(settings.state, settings.queue_limits),
         poll_interval_s=settings.lock_poll_interval_s,
         settle=settle,
+        observer=slot_observer_for("runner", observe, metrics),
     )
     jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama)
     slot.on_job = jobs.run_claimed

@@ -13,6 +13,8 @@ process's own (or a job, which any process may run), the slot passes on without 
 the lock. Jobs are tickets without a holder: the process that claims one runs it (``on_job``).
 The same loop refreshes this process's waiting positions, renews their leases (a process that
 dies stops renewing; its tickets drop out), and, when idle, looks for jobs left by a dead runner.
+An optional :class:`~servicekit.observe.queue.SlotObserver` hears of each grant (its wait, by
+class), each release, and each read of the queue (metrics).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 import anyio
 from servicekit.callers import Caller
 from servicekit.errors import QueueTimeout, ServiceError
+from servicekit.observe.queue import SlotObserver
 from servicekit.queue.model import NewTicket, Snapshot, Standing, Ticket, TicketClass, job_ticket_id, running
 from servicekit.queue.store import QueueStore
 
@@ -77,7 +80,13 @@ JobStarter = Callable[[Grant], None]
 
 class GenerationSlot:
     def __init__(
-        self, host_lock: HostLock, queue: QueueStore, *, poll_interval_s: float, settle: Settle | None = None
+        self,
+        host_lock: HostLock,
+        queue: QueueStore,
+        *,
+        poll_interval_s: float,
+        settle: Settle | None = None,
+        observer: SlotObserver | None = None,
     ) -> None:
         self._settle = settle or Settle(max_s=0.0, mark=None)
         self._host = host_lock if settle is None else SettlingHostLock(host_lock, settle)
@@ -92,6 +101,7 @@ class GenerationSlot:
         self._wake = asyncio.Event()
         self._draining = False  # jobs may be waiting: look for them
         self._persistent = False  # started with the app: dispatch (and drain) for as long as it runs
+        self._observer = observer
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -120,6 +130,14 @@ class GenerationSlot:
     @property
     def busy(self) -> bool:
         return self._holding is not None or self._host.held_elsewhere()
+
+    async def read_queue(self) -> Snapshot:
+        """The host's queue now (a store read), as the observer hears of it."""
+        now = time.time()
+        snapshot = await self.queue.snapshot(now=now)
+        if self._observer is not None:
+            self._observer.queue_read(snapshot, now=now)
+        return snapshot
 
     # -- joining ------------------------------------------------------------------------------------
 
@@ -229,6 +247,8 @@ class GenerationSlot:
             logger.warning("could not finish ticket %s; the next holder drops it", grant.ticket["id"])
         finally:
             self._holding = None
+            if self._observer is not None:
+                self._observer.slot_released()
             if following is None:
                 self._host.release()
                 self._wake.set()
@@ -248,14 +268,19 @@ class GenerationSlot:
             return
         queue_ms = max(0.0, time.time() - ticket["created_at"]) * 1000
         grant = Grant(ticket, queue_ms=queue_ms)
-        self._holding = grant
+        self._hold(grant)
         if ticket["job_id"] is not None and self.on_job is not None:
             self.on_job(grant)
         else:  # its place left in the same instant: pass the slot on
             asyncio.get_running_loop().create_task(self.release(grant))
 
-    def _give(self, place: Place, grant: Grant) -> None:
+    def _hold(self, grant: Grant) -> None:
         self._holding = grant
+        if self._observer is not None:
+            self._observer.slot_granted(grant.ticket["ticket_class"], grant.queue_ms)
+
+    def _give(self, place: Place, grant: Grant) -> None:
+        self._hold(grant)
         place.grant = grant
         place.standing = Standing(position=0, eta_s=0.0, depth=place.standing.depth)
         place.changed.set()
@@ -284,7 +309,7 @@ class GenerationSlot:
         idle = not self._places and not self._draining
         due = now - last_refresh >= (IDLE_DRAIN_S if idle else POSITION_REFRESH_S)
         if self._holding is None and (not idle or due) and not self._host.held_elsewhere():
-            snapshot = await self.queue.snapshot(now=time.time())
+            snapshot = await self.read_queue()
             self._update(snapshot)
             last_refresh = now
             head = snapshot.head
@@ -301,7 +326,7 @@ class GenerationSlot:
                     self._grant(claimed)
                     return last_refresh, last_renew
         elif not idle and due:
-            self._update(await self.queue.snapshot(now=time.time()))
+            self._update(await self.read_queue())
             last_refresh = now
         if self._places and now - last_renew >= LEASE_RENEW_S:
             await self.queue.renew(self._waiting_ids(), now=time.time())

@@ -8,11 +8,12 @@ files, since containers may reuse pids). Without it, the families live in this p
 (tests chain both apps in one process over one instance).
 
 Labels come from bounded sets only: route templates, status codes, error codes, allowed
-models, and callers by their key's name (callers named by address are ``anonymous``).
+models, ticket classes, and callers by their key's name (callers named by address are
+``anonymous``).
 
-When the fair queue lands: ``queue_depth`` (Gauge by ``class``, ``livesum``) and
-``queue_wait_seconds`` (Histogram by ``class``) go here, set where a ticket is admitted and
-granted; :func:`PrometheusMetrics.observe` needs no change (``queue_ms`` is already recorded).
+The queue (see :mod:`servicekit.observe.queue`): the slot reports each grant's wait by class and
+``slot_busy`` (:class:`PrometheusMetrics` is the runner's :class:`SlotObserver`); depth by class
+and the oldest ticket's age are read from the store at scrape time (:func:`queue_gauges`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from servicekit.observe.queue import QueueMeasures
 from servicekit.observe.record import ANONYMOUS, RequestRecord
+from servicekit.queue.model import Snapshot, TicketClass
 
 PREFIX = "ollama_chat_"
 # Seconds: a tiny model answers in tens of ms, a long job in minutes.
@@ -54,12 +57,9 @@ class PrometheusMetrics:
             PREFIX + "tokens_per_second", "Generation speed.", ["model"], buckets=SPEED_BUCKETS, registry=r
         )
         self.queue_wait_seconds = Histogram(
-            PREFIX + "slot_wait_seconds",
-            "Wait for the generation slot.",
-            ["model"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
+            PREFIX + "queue_wait_seconds", "Wait in the queue of each ticket that got the slot.", ["class"],
+            buckets=DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
         self.tokens_in = Counter(PREFIX + "tokens_in", "Prompt tokens.", ["model", "caller"], registry=r)
         self.tokens_out = Counter(PREFIX + "tokens_out", "Generated tokens.", ["model", "caller"], registry=r)
         # "max" across processes: the slot is host-wide, so any process holding it means busy.
@@ -84,12 +84,22 @@ class PrometheusMetrics:
             self.first_token_seconds.labels(model).observe(record.first_token_ms / 1000)
         if record.tokens_per_s is not None:
             self.tokens_per_second.labels(model).observe(record.tokens_per_s)
-        if record.queue_ms is not None:
-            self.queue_wait_seconds.labels(model).observe(record.queue_ms / 1000)
         if record.tokens_in:
             self.tokens_in.labels(model, caller).inc(record.tokens_in)
         if record.tokens_out:
             self.tokens_out.labels(model, caller).inc(record.tokens_out)
+
+    # -- the slot (SlotObserver) ------------------------------------------------------------------
+
+    def slot_granted(self, ticket_class: TicketClass, queue_ms: float) -> None:
+        self.queue_wait_seconds.labels(ticket_class).observe(queue_ms / 1000)
+        self.slot_busy.set(1)
+
+    def slot_released(self) -> None:
+        self.slot_busy.set(0)
+
+    def queue_read(self, snapshot: Snapshot, *, now: float) -> None:
+        """Nothing to do: ``/metrics`` reads the queue itself when scraped (:func:`queue_gauges`)."""
 
 
 class _AllProcesses(Collector):
@@ -112,11 +122,21 @@ class _Snapshot(Collector):
 
 
 def gauge(name: str, documentation: str, values: Mapping[tuple[str, ...], float], labels: list[str]) -> Metric:
-    """A gauge family computed at scrape time (jobs by state, keys known)."""
+    """A gauge family computed at scrape time (jobs by state, keys known, the queue)."""
     family = GaugeMetricFamily(PREFIX + name, documentation, labels=labels)
     for label_values, value in sorted(values.items()):
         family.add_metric(list(label_values), value)
     return family
+
+
+def queue_gauges(measures: QueueMeasures) -> list[Metric]:
+    """The queue as the store holds it now (read at scrape: exact across every process)."""
+    depth: dict[tuple[str, ...], float] = {(klass,): float(count) for klass, count in measures.depth.items()}
+    return [
+        gauge("queue_depth", "Tickets waiting, by class.", depth, ["class"]),
+        gauge("queue_oldest_wait_seconds", "How long the oldest waiting ticket has waited.",
+              {(): measures.oldest_wait_s}, []),
+    ]  # fmt: skip
 
 
 def exposition(metrics: PrometheusMetrics, multiprocess_dir: str, extra: list[Metric]) -> bytes:

@@ -23,6 +23,7 @@ from servicekit.state.statedir import private_dir
 
 if TYPE_CHECKING:
     from servicekit.observe.metrics import PrometheusMetrics
+    from servicekit.observe.queue import SlotObserver
 
 logger = logging.getLogger("servicekit.observe")
 
@@ -100,6 +101,17 @@ def observers_for(service: str, settings: ObserveSettings, metrics: Observer | N
     if metrics is not None:
         observers.append(metrics)
     return observers
+
+
+def slot_observer_for(
+    service: str, settings: ObserveSettings, metrics: PrometheusMetrics | None
+) -> SlotObserver | None:
+    """Who hears of the runner's slot: the Prometheus families, or EMF lines on Lambda (off: nobody)."""
+    if settings.metrics == "emf":
+        from servicekit.observe.emf import EmfSlotMetrics
+
+        return EmfSlotMetrics(service)
+    return metrics
 
 
 def prometheus_metrics(settings: ObserveSettings) -> PrometheusMetrics | None:

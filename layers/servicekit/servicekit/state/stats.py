@@ -1,7 +1,7 @@
 """What operators read from the state database: counts for /metrics, the board for ``chat.top``.
 
-Read-only, one short read transaction each. When the fair queue lands, waiting tickets by
-class are one more ``GROUP BY`` here, and the board lists tickets instead of jobs.
+Read-only, one short read transaction each. The queue itself is read through its store
+(``QueueStore.snapshot``), in the order the runner serves it.
 """
 
 from __future__ import annotations
