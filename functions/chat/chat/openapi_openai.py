@@ -156,39 +156,29 @@ def openai_replies() -> dict[str, Any]:
             "owned_by": {"type": "string"},
         },
     }
+
+    def completion(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+        """A (chat or text) completion: its choices carry ``field``."""
+        return {
+            "type": "object",
+            "required": ["id", "object", "created", "model", "choices", "usage"],
+            "properties": {
+                **head,
+                "usage": usage,
+                "choices": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["index", field, "finish_reason"],
+                        "properties": {"finish_reason": finish, field: schema},
+                    },
+                },
+            },
+        }
+
     return {
-        "ChatCompletion": {
-            "type": "object",
-            "required": ["id", "object", "created", "model", "choices", "usage"],
-            "properties": {
-                **head,
-                "usage": usage,
-                "choices": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["index", "message", "finish_reason"],
-                        "properties": {"finish_reason": finish, "message": {"type": "object"}},
-                    },
-                },
-            },
-        },
-        "TextCompletion": {
-            "type": "object",
-            "required": ["id", "object", "created", "model", "choices", "usage"],
-            "properties": {
-                **head,
-                "usage": usage,
-                "choices": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["index", "text", "finish_reason"],
-                        "properties": {"finish_reason": finish, "text": {"type": "string"}},
-                    },
-                },
-            },
-        },
+        "ChatCompletion": completion("message", {"type": "object"}),
+        "TextCompletion": completion("text", {"type": "string"}),
         "EmbeddingList": {
             "type": "object",
             "required": ["object", "data", "model", "usage"],
