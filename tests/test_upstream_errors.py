@@ -146,6 +146,67 @@ async def test_runner_that_answers_garbage_is_502(make_chat: Callable[..., httpx
     assert _error(response)["code"] == "upstream_error"
 
 
+@pytest.mark.parametrize(("body", "refused"), [(b"Internal", "not JSON"), (b"[1, 2]", "not a JSON object")])
+async def test_runner_that_answers_200_with_no_json_object_is_502(
+    make_chat: Callable[..., httpx.AsyncClient], body: bytes, refused: str
+) -> None:
+    async def odd_runner(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async with make_chat(odd_runner) as client:
+        response = await client.post("/chat", json={"prompt": "hi"})
+    assert response.status_code == 502
+    error = _error(response)
+    assert error["code"] == "upstream_error"
+    assert str(error["message"]) == f"The runner answered with something that is {refused}."
+
+
+@pytest.mark.parametrize(("line", "refused"), [(b"Internal", "not JSON"), (b"[1, 2]", "not a JSON object")])
+async def test_a_runner_line_that_is_no_json_object_ends_an_ollama_stream_with_its_error(
+    make_chat: Callable[..., httpx.AsyncClient], line: bytes, refused: str
+) -> None:
+    async def odd_runner(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-ndjson")]}
+        )
+        await send({"type": "http.response.body", "body": b'{"response":"a "}\n', "more_body": True})
+        await send({"type": "http.response.body", "body": line + b"\n"})
+
+    async with make_chat(odd_runner) as client:
+        response = await client.post("/api/generate", json={"model": "tinyllama", "prompt": "hi"})
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines[0]["response"] == "a "
+    assert lines[-1] == {"error": f"The runner sent a line that is {refused}."}
+
+
+@pytest.mark.parametrize(("line", "refused"), [(b"Internal", "not JSON"), (b"[1, 2]", "not a JSON object")])
+async def test_an_ollama_line_that_is_no_json_object_ends_the_stream_with_an_error(
+    fake: FakeOllama,
+    runner_settings: RunnerSettings,
+    make_chat: Callable[..., httpx.AsyncClient],
+    line: bytes,
+    refused: str,
+) -> None:
+    async def odd_ollama(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http" or scope["path"] != "/api/generate":
+            await fake.app(scope, receive, send)
+            return
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-ndjson")]}
+        )
+        await send({"type": "http.response.body", "body": b'{"response":"a ","done":false}\n', "more_body": True})
+        await send({"type": "http.response.body", "body": line + b"\n"})
+
+    runner_app = create_runner_app(runner_settings, ollama_transport=httpx.ASGITransport(odd_ollama))
+    async with make_chat(runner_app) as client:
+        response = await client.post("/chat", json={"prompt": "hi", "stream": True})
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines[0] == {"response": "a "}
+    assert lines[-1]["error"]["code"] == "upstream_error"
+    assert lines[-1]["error"]["message"] == f"Ollama sent a line that is {refused}."
+
+
 async def test_runner_readyz_is_503_when_ollama_is_down(
     runner_settings: RunnerSettings,
 ) -> None:

@@ -16,7 +16,7 @@ import httpx
 from servicekit.callers import Caller
 from servicekit.embedding import EmbeddingRequest
 from servicekit.generation import GenerationRequest
-from servicekit.upstream import Upstream, translate, translate_mid_stream
+from servicekit.upstream import Upstream, json_object, translate, translate_mid_stream
 
 from chat.errors import RELAYED_HEADERS, RunnerRefused, UpstreamError
 from chat.lambda_transport import ASYNC_INVOKE, NO_BUSY_RETRY
@@ -110,13 +110,7 @@ class RunnerClient:
             raise translate(exc, RUNNER) from exc
         if response.status_code != 200:
             raise _refusal(response, response.content)
-        try:
-            reply = response.json()
-        except ValueError:
-            raise UpstreamError("The runner answered with something that is not JSON.") from None
-        if not isinstance(reply, dict):
-            raise UpstreamError("The runner answered with something that is not a JSON object.")
-        return reply, response.headers
+        return json_object(response.content, "The runner answered with something"), response.headers
 
     @asynccontextmanager
     async def stream(

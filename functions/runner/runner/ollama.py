@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import anyio
 import httpx
-from servicekit.upstream import Upstream, translate, translate_mid_stream
+from servicekit.upstream import Upstream, json_object, translate, translate_mid_stream
 
 from runner.errors import InvalidRequest, ModelNotFound, UpstreamError
 from runner.settle import TokenPace
@@ -57,12 +57,7 @@ def _raise_for_status(response: httpx.Response, body: bytes, model: str) -> None
 
 
 def _parse_chunk(line: bytes | str) -> OllamaChunk:
-    try:
-        data = json.loads(line)
-    except ValueError:
-        raise UpstreamError("Ollama sent a line that is not JSON.") from None
-    if not isinstance(data, dict):
-        raise UpstreamError("Ollama sent a line that is not a JSON object.")
+    data = json_object(line, "Ollama sent a line")
     if isinstance(data.get("error"), str):
         raise UpstreamError(f"Ollama reported an error: {data['error']}")
     return cast(OllamaChunk, data)

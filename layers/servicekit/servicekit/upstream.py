@@ -6,7 +6,8 @@ request (measured here: ~0.35 ms per hop). The default transport is aiohttp's cl
 ``httpx-aiohttp`` (its C HTTP parser saves another ~0.3 ms per hop over httpcore); anything that
 speaks ``httpx.AsyncBaseTransport`` can stand in — tests pass ``httpx.ASGITransport``, chat on
 AWS passes its Lambda invoke transport. :func:`translate` and :func:`translate_mid_stream` turn
-httpx's errors into ours, the same way for every hop; each client raises them at its edge.
+httpx's errors into ours, the same way for every hop; each client raises them at its edge, and
+:func:`json_object` refuses what is not a JSON object.
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ def translate_mid_stream(exc: httpx.HTTPError, upstream: str) -> UpstreamError:
         # Always a read timeout between chunks: we always stream, so the status line came first.
         return UpstreamTimeout(f"{upstream[0].upper()}{upstream[1:]} sent nothing for longer than its timeout.")
     return UpstreamError(f"The connection to {upstream} broke mid-stream: {type(exc).__name__}.")
+
+
+def json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """An upstream's line or body as a JSON object; ``what`` says who sent it ("Ollama sent a line")."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise UpstreamError(f"{what} that is not JSON.") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"{what} that is not a JSON object.")
+    return data
 
 
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
