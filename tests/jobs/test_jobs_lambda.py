@@ -8,13 +8,11 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from chat.app import create_app as create_chat_app
 from chat.lambda_transport import LambdaInvokeTransport
 from chat.settings import Settings as ChatSettings
-from moto import mock_aws
 from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
 from servicekit.jobs.dynamo_store import DynamoJobStore
@@ -22,7 +20,7 @@ from servicekit.lambda_adapter import lambda_handler
 
 from tests.fake_ollama import FakeOllama
 from tests.jobs.helpers import status_is, wait_for
-from tests.jobs.stores import REGION, create_jobs_table
+from tests.jobs.stores import moto_table
 from tests.lambda_standin import InProcessLambda
 from tests.servers import serve_in_thread
 
@@ -31,11 +29,8 @@ RUNNER = "stack-RunnerFunction-XYZ"
 
 @pytest.fixture
 def table() -> Iterator[Any]:
-    with mock_aws():
-        resource = boto3.resource(
-            "dynamodb", region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
-        yield create_jobs_table(resource)
+    with moto_table() as made:
+        yield made
 
 
 @pytest.fixture
