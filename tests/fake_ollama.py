@@ -38,6 +38,7 @@ class Recorder:
     completed: int = 0
     abandoned: int = 0  # generations stopped early (at the next token after their client left)
     clients_gone: int = 0  # streamed requests whose client closed before the end (seen at once)
+    chunks_sent: int = 0  # streamed token chunks written to their clients
     # (start, end) of each generation, perf_counter seconds
     spans: list[tuple[float, float]] = field(default_factory=list)
 
@@ -113,6 +114,7 @@ class FakeOllama:
                 "started": len(rec.prompts),
                 "completed": rec.completed,
                 "abandoned": rec.abandoned,
+                "chunks_sent": rec.chunks_sent,
                 "gaps_ms": rec.gaps_ms(),
             }
         )
@@ -279,6 +281,7 @@ class FakeOllama:
                 else:
                     piece["response"] = token
                 yield json.dumps(piece).encode() + b"\n"
+                self.recorder.chunks_sent += 1
             if chat and body.get("tools"):
                 call = self._add_extras(self._final(chat, "", started), {"tools": body["tools"]}, chat)["message"]
                 yield json.dumps({"model": body["model"], "done": False, "message": call}).encode() + b"\n"

@@ -13,16 +13,7 @@ from runner.settings import Settings as RunnerSettings
 
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama
-from tests.jobs.helpers import eventually
-
-
-async def until_waiting(client: httpx.AsyncClient, depth: int) -> None:
-    """Wait until chat's /readyz says ``depth`` requests wait in the runner's queue."""
-    for _ in range(500):
-        if (await client.get("/readyz")).json()["runner"]["queue_depth"] == depth:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the queue never had {depth} waiting")
+from tests.waiting import eventually, until_waiting
 
 
 async def test_fifty_concurrent_chats_reach_ollama_one_at_a_time_in_queue_order(

@@ -16,7 +16,7 @@ from servicekit.queue.model import QueueLimits
 from servicekit.queue.sqlite_store import SqliteQueueStore
 from servicekit.state.sqlite import StateDatabase
 
-from tests.jobs.helpers import eventually
+from tests.waiting import eventually
 
 
 def limits(max_queue: int = 100) -> QueueLimits:
@@ -52,7 +52,7 @@ async def test_two_processes_never_overlap_and_serve_each_caller_in_order(slots:
             inside += 1
             peak = max(peak, inside)
             served.append((caller, index))
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # holding the slot a moment, as a generation does
             inside -= 1
 
     tasks = [asyncio.create_task(use(caller, index)) for index in range(12) for caller in ("a", "b")]

@@ -91,13 +91,16 @@ async def test_queued_events_run_one_at_a_time(chat: httpx.AsyncClient, fake: Fa
     assert sorted(fake.recorder.prompts) == [f"job {i}" for i in range(4)]
 
 
-async def test_cancel_before_the_event_runs(chat: httpx.AsyncClient, fake: FakeOllama) -> None:
+async def test_cancel_before_the_event_runs(
+    chat: httpx.AsyncClient, runner_lambda: InProcessLambda, fake: FakeOllama
+) -> None:
     fake.faults.token_delay_s = 0.1
     first = (await chat.post("/v1/jobs", json={"prompt": "occupy the container"})).json()["id"]
     second = (await chat.post("/v1/jobs", json={"prompt": "cancel me"})).json()["id"]
     assert (await chat.delete(f"/v1/jobs/{second}")).json()["status"] == "cancelled"
     await wait_for(chat, first, status_is("succeeded"))
-    await asyncio.sleep(0.2)
+    await asyncio.to_thread(runner_lambda.drain)  # the cancelled job's event has run too
+    assert len(runner_lambda.invocations) == 2
     assert "cancel me" not in fake.recorder.prompts
     assert (await chat.get(f"/v1/jobs/{second}")).json()["status"] == "cancelled"
 

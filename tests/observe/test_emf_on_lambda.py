@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from tests.fake_ollama import FakeOllama
 from tests.jobs.stores import moto_table
 from tests.lambda_standin import InProcessLambda
 from tests.servers import serve_in_thread
-from tests.waiting import eventually
+from tests.waiting import eventually, until
 
 RUNNER = "stack-RunnerFunction-XYZ"
 EMF = ObserveSettings(log_format="json", metrics="emf")
@@ -107,10 +106,7 @@ def test_a_mix_of_requests_gives_emf_documents(
             job = ask("POST", "/v1/jobs", {"prompt": "a job"}, keyed)
             assert job["statusCode"] == 202
             job_id = json.loads(job["body"])["id"]
-            deadline = time.monotonic() + 10
-            while json.loads(ask("GET", f"/v1/jobs/{job_id}", None, keyed)["body"])["status"] != "succeeded":
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            until(lambda: json.loads(ask("GET", f"/v1/jobs/{job_id}", None, keyed)["body"])["status"] == "succeeded")
         finally:
             chat.close()
             runner.close()

@@ -19,8 +19,9 @@ from servicekit.state.factory import StateSettings
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama
 from tests.inprocess import AppClient
-from tests.jobs.helpers import eventually, status_is, wait_for
+from tests.jobs.helpers import status_is, wait_for
 from tests.servers import serve_in_thread, uvicorn_process
+from tests.waiting import eventually
 
 
 async def test_fifty_jobs_at_once_into_a_queue_of_two_are_refused_or_run_never_expired(
