@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import anyio
 import httpx
-from servicekit.upstream import Upstream, json_object, translate, translate_mid_stream
+from servicekit.upstream import Upstream, json_object, translate_mid_stream
 
 from runner.errors import InvalidRequest, ModelNotFound, UpstreamError
 from runner.settle import TokenPace
@@ -82,17 +82,14 @@ class OllamaClient:
         self.pace = pace or TokenPace()  # the gaps between chunks, which size the settle
         self.name = f"Ollama at {base_url}"
         # One generation at a time: a few connections (the generation, a readiness probe) suffice.
-        self._http = Upstream(base_url, timeout=timeout, transport=transport, max_connections=4)
+        self._http = Upstream(base_url, name=self.name, timeout=timeout, transport=transport, max_connections=4)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def version(self) -> str:
         """Ollama's version; raises :class:`UpstreamError` when it does not answer properly."""
-        try:
-            response = await self._http.send(self._http.request("GET", "/api/version", timeout=httpx.Timeout(2.0)))
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name) from exc
+        response = await self._http.send(self._http.request("GET", "/api/version", timeout=httpx.Timeout(2.0)))
         _raise_for_status(response, response.content, "")
         data: Any = response.json() if response.content else {}
         return str(data.get("version", "unknown")) if isinstance(data, dict) else "unknown"
@@ -100,11 +97,8 @@ class OllamaClient:
     async def metadata(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         """Ollama's answer to a metadata request (``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version``):
         its status and decoded JSON, errors included (a 404 from /api/show is an answer, not a failure)."""
-        try:
-            request = self._http.request(method, path, json_body=body, timeout=httpx.Timeout(METADATA_TIMEOUT_S))
-            response = await self._http.send(request)
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name) from exc
+        request = self._http.request(method, path, json_body=body, timeout=httpx.Timeout(METADATA_TIMEOUT_S))
+        response = await self._http.send(request)
         if response.status_code >= 500:
             raise UpstreamError(f"Ollama answered {response.status_code}: {_error_message(response.content)}")
         try:
@@ -114,10 +108,7 @@ class OllamaClient:
 
     async def has_model(self, model: str) -> bool:
         """Whether Ollama lists ``model`` in /api/tags (``name`` and ``name:latest`` are the same model)."""
-        try:
-            response = await self._http.send(self._http.request("GET", "/api/tags", timeout=httpx.Timeout(2.0)))
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name) from exc
+        response = await self._http.send(self._http.request("GET", "/api/tags", timeout=httpx.Timeout(2.0)))
         _raise_for_status(response, response.content, "")
         try:
             listed = response.json().get("models") or []
@@ -151,10 +142,7 @@ class OllamaClient:
         raise UpstreamError("Ollama ended the stream before the generation was done.")
 
     async def embed(self, prepared: PreparedGeneration) -> OllamaEmbedReply:
-        try:
-            response = await self._http.send(prepared.request)
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name) from exc
+        response = await self._http.send(prepared.request)
         _raise_for_status(response, response.content, prepared.model)
         try:
             data = response.json()
@@ -170,16 +158,13 @@ class OllamaClient:
 
         Leaving the ``async with`` closes the connection to Ollama, which stops the generation.
         """
-        try:
-            async with self._http.stream(prepared.request) as response:
-                if response.status_code >= 400:
-                    _raise_for_status(response, await response.aread(), prepared.model)
-                chunks = _Chunks(response.aiter_lines(), self.pace, self.name)
-                yield chunks
-                if chunks.done:
-                    await chunks.drain()
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name) from exc
+        async with self._http.stream(prepared.request) as response:
+            if response.status_code >= 400:
+                _raise_for_status(response, await response.aread(), prepared.model)
+            chunks = _Chunks(response.aiter_lines(), self.pace, self.name)
+            yield chunks
+            if chunks.done:
+                await chunks.drain()
 
 
 class _Chunks:
