@@ -13,11 +13,23 @@ from chat.app import create_app as create_chat_app
 from chat.settings import Settings as ChatSettings
 from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama
 from tests.inprocess import AppClient
 from tests.servers import free_port, serve_in_thread
+
+
+def answering(status: int, content_type: bytes, *bodies: bytes) -> ASGIApp:
+    """An upstream that answers every request with ``bodies``, each sent as it is."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
+        for index, body in enumerate(bodies, 1):
+            await send({"type": "http.response.body", "body": body, "more_body": index < len(bodies)})
+
+    return app
 
 
 def _error(response: httpx.Response) -> dict[str, object]:
@@ -136,11 +148,7 @@ async def test_runner_unreachable_is_502(fake: FakeOllama) -> None:
 
 
 async def test_runner_that_answers_garbage_is_502(make_chat: Callable[..., httpx.AsyncClient]) -> None:
-    async def broken_runner(scope, receive, send):  # type: ignore[no-untyped-def]
-        await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"Internal Server Error"})
-
-    async with make_chat(broken_runner) as client:
+    async with make_chat(answering(500, b"text/plain", b"Internal Server Error")) as client:
         response = await client.post("/chat", json={"prompt": "hi"})
     assert response.status_code == 502
     assert _error(response)["code"] == "upstream_error"
@@ -150,11 +158,7 @@ async def test_runner_that_answers_garbage_is_502(make_chat: Callable[..., httpx
 async def test_runner_that_answers_200_with_no_json_object_is_502(
     make_chat: Callable[..., httpx.AsyncClient], body: bytes, refused: str
 ) -> None:
-    async def odd_runner(scope, receive, send):  # type: ignore[no-untyped-def]
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-
-    async with make_chat(odd_runner) as client:
+    async with make_chat(answering(200, b"application/json", body)) as client:
         response = await client.post("/chat", json={"prompt": "hi"})
     assert response.status_code == 502
     error = _error(response)
@@ -166,13 +170,7 @@ async def test_runner_that_answers_200_with_no_json_object_is_502(
 async def test_a_runner_line_that_is_no_json_object_ends_an_ollama_stream_with_its_error(
     make_chat: Callable[..., httpx.AsyncClient], line: bytes, refused: str
 ) -> None:
-    async def odd_runner(scope, receive, send):  # type: ignore[no-untyped-def]
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-ndjson")]}
-        )
-        await send({"type": "http.response.body", "body": b'{"response":"a "}\n', "more_body": True})
-        await send({"type": "http.response.body", "body": line + b"\n"})
-
+    odd_runner = answering(200, b"application/x-ndjson", b'{"response":"a "}\n', line + b"\n")
     async with make_chat(odd_runner) as client:
         response = await client.post("/api/generate", json={"model": "tinyllama", "prompt": "hi"})
     lines = [json.loads(line) for line in response.text.splitlines()]
@@ -188,15 +186,11 @@ async def test_an_ollama_line_that_is_no_json_object_ends_the_stream_with_an_err
     line: bytes,
     refused: str,
 ) -> None:
-    async def odd_ollama(scope, receive, send):  # type: ignore[no-untyped-def]
-        if scope["type"] != "http" or scope["path"] != "/api/generate":
-            await fake.app(scope, receive, send)
-            return
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-ndjson")]}
-        )
-        await send({"type": "http.response.body", "body": b'{"response":"a ","done":false}\n', "more_body": True})
-        await send({"type": "http.response.body", "body": line + b"\n"})
+    generation = answering(200, b"application/x-ndjson", b'{"response":"a ","done":false}\n', line + b"\n")
+
+    async def odd_ollama(scope: Scope, receive: Receive, send: Send) -> None:
+        is_generation = scope["type"] == "http" and scope["path"] == "/api/generate"
+        await (generation if is_generation else fake.app)(scope, receive, send)
 
     runner_app = create_runner_app(runner_settings, ollama_transport=httpx.ASGITransport(odd_ollama))
     async with make_chat(runner_app) as client:
