@@ -103,9 +103,7 @@ class Chat:
         return tuple(m for m in self.settings.allowed_models if m in caller.models)
 
     async def body(self, request: Request) -> dict[str, Any]:
-        return await read_json_object(
-            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
-        )
+        return await read_json_object(request, self.settings)
 
     async def whole(
         self, model: str, generation: GenerationRequest, request: Request

@@ -122,9 +122,7 @@ class Runner:
 
     async def run(self, request: Request) -> Response:
         model = request.path_params["model"]
-        data = await read_json_object(
-            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
-        )
+        data = await read_json_object(request, self.settings)
         generation = parse_generation_request(data, max_prompt_chars=self.settings.max_prompt_chars)
         stream = generation.get("stream", False)
         prepared = self.ollama.prepare(*ollama_request(model, generation))
@@ -208,9 +206,7 @@ class Runner:
     async def embed(self, request: Request) -> Response:
         """Embeddings take the slot like a generation: the model runs either way."""
         model = request.path_params["model"]
-        data = await read_json_object(
-            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
-        )
+        data = await read_json_object(request, self.settings)
         embedding = parse_embedding_request(data, max_prompt_chars=self.settings.max_prompt_chars)
         prepared = self.ollama.prepare(*ollama_embed_request(model, embedding))
         budget = Budget.of(request)
@@ -233,9 +229,7 @@ class Runner:
             raise RouteNotFound(f"There is no route {request.url.path}.")
         body = None
         if request.method == "POST":
-            body = await read_json_object(
-                request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
-            )
+            body = await read_json_object(request, self.settings)
         status, answer = await self.metadata_cache.get(cast(MetadataKind, kind), body)
         return JSONResponse(answer, status_code=status)
 
