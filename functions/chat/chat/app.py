@@ -23,6 +23,7 @@ import httpx
 from servicekit.body import read_json_object
 from servicekit.callers import Caller, caller_of
 from servicekit.disconnect import CancelOnDisconnect
+from servicekit.embedding import EmbeddingRequest
 from servicekit.errors import ModelForbidden, exception_handlers_for
 from servicekit.generation import GenerationRequest, parse_generation_request
 from servicekit.jobs.store import JobStore
@@ -116,6 +117,14 @@ class Chat:
         record.note_reply(model, reply)
         record.answer = reply.get("response") if isinstance(reply.get("response"), str) else None
         return reply, _queue_wait(headers)
+
+    async def embed(
+        self, model: str, embedding: EmbeddingRequest, request: Request
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Embeddings through the runner's slot: its reply, and the wait to pass on."""
+        caller = caller_of(request.scope)
+        reply, headers = await self.runner.embed(model, embedding, request_id_of(request.scope), caller)
+        return reply, {k: v for k, v in headers.items() if k.lower() == "x-queue-wait-ms"}
 
     async def open_stream(
         self, model: str, generation: GenerationRequest, request: Request
