@@ -166,16 +166,38 @@ async def test_runner_that_answers_200_with_no_json_object_is_502(
     assert str(error["message"]) == f"The runner answered with something that is {refused}."
 
 
-@pytest.mark.parametrize(("line", "refused"), [(b"Internal", "not JSON"), (b"[1, 2]", "not a JSON object")])
-async def test_a_runner_line_that_is_no_json_object_ends_an_ollama_stream_with_its_error(
-    make_chat: Callable[..., httpx.AsyncClient], line: bytes, refused: str
+# What a runner's stream may do wrong after its first chunk, and what the client is told.
+BROKEN_RUNNER_STREAMS = [
+    ([b"Internal\n"], "The runner sent a line that is not JSON."),
+    ([b"[1, 2]\n"], "The runner sent a line that is not a JSON object."),
+    ([], "The runner ended the stream before the generation was done."),
+]
+
+
+@pytest.mark.parametrize(("tail", "message"), BROKEN_RUNNER_STREAMS)
+async def test_a_broken_runner_stream_ends_an_ollama_stream_with_its_error(
+    make_chat: Callable[..., httpx.AsyncClient], tail: list[bytes], message: str
 ) -> None:
-    odd_runner = answering(200, b"application/x-ndjson", b'{"response":"a "}\n', line + b"\n")
+    odd_runner = answering(200, b"application/x-ndjson", b'{"response":"a "}\n', *tail)
     async with make_chat(odd_runner) as client:
         response = await client.post("/api/generate", json={"model": "tinyllama", "prompt": "hi"})
     lines = [json.loads(line) for line in response.text.splitlines()]
     assert lines[0]["response"] == "a "
-    assert lines[-1] == {"error": f"The runner sent a line that is {refused}."}
+    assert lines[-1] == {"error": message}
+
+
+@pytest.mark.parametrize(("tail", "message"), [BROKEN_RUNNER_STREAMS[0], BROKEN_RUNNER_STREAMS[2]])
+async def test_a_broken_runner_stream_ends_chats_stream_with_an_error(
+    make_chat: Callable[..., httpx.AsyncClient], tail: list[bytes], message: str
+) -> None:
+    # /chat passes the runner's lines on as they are: any JSON will do, so only these two break it.
+    odd_runner = answering(200, b"application/x-ndjson", b'{"response":"a "}\n', *tail)
+    async with make_chat(odd_runner) as client:
+        response = await client.post("/chat", json={"prompt": "hi", "stream": True})
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines[0] == {"response": "a "}
+    assert lines[-1]["error"]["code"] == "upstream_error"
+    assert lines[-1]["error"]["message"] == message
 
 
 @pytest.mark.parametrize(("line", "refused"), [(b"Internal", "not JSON"), (b"[1, 2]", "not a JSON object")])
