@@ -297,8 +297,11 @@ def create_app(
     ollama = OllamaClient(
         settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport, pace=settle.pace
     )
+    file_lock = None  # the lock this app opened, and so closes
+    if host_lock is None:
+        host_lock = file_lock = FileHostLock(settings.lock_path)
     slot = GenerationSlot(
-        host_lock or FileHostLock(settings.lock_path),
+        host_lock,
         queue_store or build_queue_store(settings.state, settings.queue_limits),
         poll_interval_s=settings.lock_poll_interval_s,
         settle=settle,
@@ -323,6 +326,9 @@ def create_app(
         await slot.aclose()
         await jobs.aclose()
         await ollama.aclose()
+        settle.close()
+        if file_lock is not None:
+            file_lock.close()
 
     app = Starlette(
         routes=[
