@@ -13,23 +13,12 @@ from chat.app import create_app as create_chat_app
 from chat.settings import Settings as ChatSettings
 from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama
-from tests.inprocess import AppClient
+from tests.inprocess import AppClient, answering
 from tests.servers import free_port, serve_in_thread
-
-
-def answering(status: int, content_type: bytes, *bodies: bytes) -> ASGIApp:
-    """An upstream that answers every request with ``bodies``, each sent as it is."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
-        for index, body in enumerate(bodies, 1):
-            await send({"type": "http.response.body", "body": body, "more_body": index < len(bodies)})
-
-    return app
 
 
 def _error(response: httpx.Response) -> dict[str, object]:
