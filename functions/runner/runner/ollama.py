@@ -91,7 +91,10 @@ class OllamaClient:
         """Ollama's version; raises :class:`UpstreamError` when it does not answer properly."""
         response = await self._http.send(self._http.request("GET", "/api/version", timeout=httpx.Timeout(2.0)))
         _raise_for_status(response, response.content, "")
-        data: Any = response.json() if response.content else {}
+        try:
+            data: Any = response.json() if response.content else {}
+        except ValueError:
+            raise UpstreamError("Ollama answered /api/version with something that is not JSON.") from None
         return str(data.get("version", "unknown")) if isinstance(data, dict) else "unknown"
 
     async def metadata(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -113,7 +116,7 @@ class OllamaClient:
         try:
             listed = response.json().get("models") or []
             names = {str(m.get(key, "")) for m in listed for key in ("name", "model")}
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):
             raise UpstreamError("Ollama's /api/tags is not a list of models.") from None
         return model in names or f"{model}:latest" in names or model.removesuffix(":latest") in names
 
