@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
 
 from tests.inprocess import AppClient, answering
+from tests.jobs.helpers import status_is, wait_for
 
 JSON = b"application/json"
 NDJSON = b"application/x-ndjson"
@@ -79,3 +81,15 @@ async def test_readyz_is_503_when_ollama_answers_oddly(
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "not_ready"
     assert response.json()["error"]["message"] == f"Ollama is not ready: {message}"
+
+
+async def test_a_job_whose_generation_is_cut_short_fails_saying_so(
+    runner_settings: RunnerSettings, make_chat: Callable[..., httpx.AsyncClient]
+) -> None:
+    cut_short = answering(200, NDJSON, b'{"response":"a ","done":false}\n')
+    runner_app = create_runner_app(runner_settings, ollama_transport=httpx.ASGITransport(cut_short))
+    async with make_chat(runner_app) as chat:
+        job_id = (await chat.post("/v1/jobs", json={"prompt": "hi"})).json()["id"]
+        job = await wait_for(chat, job_id, status_is("failed"))
+    assert job["error"]["code"] == "upstream_error"
+    assert job["error"]["message"] == "Ollama ended the stream before the generation was done."
