@@ -53,7 +53,6 @@ class Faults:
     tokens: int = 3
     fail_status: int | None = None  # answer every generation with this status
     stall: bool = False  # never answer
-    die_after_tokens: int | None = None  # break the connection mid-stream
     error_line_after_tokens: int | None = None  # send {"error": ...} mid-stream
     done_reason: str = "stop"  # "length": as if num_predict cut the reply short
 
@@ -79,10 +78,6 @@ def _vector(text: str) -> list[float]:
     raw = [float(len(text)), float(sum(map(ord, text)) % 97 + 1), float(len(text.split())), 1.0]
     norm = sum(x * x for x in raw) ** 0.5
     return [x / norm for x in raw]
-
-
-class InjectedDeath(Exception):
-    """Raised inside the fake to break its connection mid-stream."""
 
 
 class FakeOllama:
@@ -265,8 +260,6 @@ class FakeOllama:
         async with self._generation(body) as generation:
             started = time.perf_counter()
             for index, token in enumerate(tokens):
-                if index == self.faults.die_after_tokens:
-                    raise InjectedDeath("injected death mid-stream")
                 if index == self.faults.error_line_after_tokens:
                     yield json.dumps({"error": "injected error line"}).encode() + b"\n"
                     return

@@ -70,26 +70,6 @@ async def test_error_line_mid_stream_ends_the_stream_with_an_error(
     assert len(lines) == 3
 
 
-async def test_stream_cut_short_ends_with_an_error_line(
-    fake: FakeOllama, runner_settings: RunnerSettings, make_chat: Callable[..., httpx.AsyncClient]
-) -> None:
-    # In-process, a dying fake just stops sending: the stream ends without its "done" object.
-    fake.faults.die_after_tokens = 1
-
-    async def cut_short(scope, receive, send):  # type: ignore[no-untyped-def]
-        try:
-            await fake.app(scope, receive, send)
-        except Exception:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    runner_app = create_runner_app(runner_settings, ollama_transport=httpx.ASGITransport(cut_short))
-    async with make_chat(runner_app) as client:
-        response = await client.post("/chat", json={"prompt": "a b c", "stream": True})
-    lines = [json.loads(line) for line in response.text.splitlines()]
-    assert lines[0] == {"response": "a "}
-    assert lines[-1]["error"]["code"] == "upstream_error"
-
-
 async def test_ollama_unreachable_is_a_fast_502(
     runner_settings: RunnerSettings, make_chat: Callable[..., httpx.AsyncClient]
 ) -> None:
@@ -189,15 +169,22 @@ async def test_a_broken_runner_stream_ends_chats_stream_with_an_error(
     assert lines[-1]["error"]["message"] == message
 
 
-@pytest.mark.parametrize(("line", "refused"), [(b"Internal", "not JSON"), (b"[1, 2]", "not a JSON object")])
-async def test_an_ollama_line_that_is_no_json_object_ends_the_stream_with_an_error(
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        pytest.param([b"Internal\n"], "Ollama sent a line that is not JSON.", id="not-json"),
+        pytest.param([b"[1, 2]\n"], "Ollama sent a line that is not a JSON object.", id="not-an-object"),
+        pytest.param([], "Ollama ended the stream before the generation was done.", id="cut-short"),
+    ],
+)
+async def test_an_ollama_stream_that_breaks_ends_the_stream_with_an_error_line(
     fake: FakeOllama,
     runner_settings: RunnerSettings,
     make_chat: Callable[..., httpx.AsyncClient],
-    line: bytes,
-    refused: str,
+    tail: list[bytes],
+    message: str,
 ) -> None:
-    generation = answering(200, b"application/x-ndjson", b'{"response":"a ","done":false}\n', line + b"\n")
+    generation = answering(200, b"application/x-ndjson", b'{"response":"a ","done":false}\n', *tail)
 
     async def odd_ollama(scope: Scope, receive: Receive, send: Send) -> None:
         is_generation = scope["type"] == "http" and scope["path"] == "/api/generate"
@@ -209,7 +196,7 @@ async def test_an_ollama_line_that_is_no_json_object_ends_the_stream_with_an_err
     lines = [json.loads(line) for line in response.text.splitlines()]
     assert lines[0] == {"response": "a "}
     assert lines[-1]["error"]["code"] == "upstream_error"
-    assert lines[-1]["error"]["message"] == f"Ollama sent a line that is {refused}."
+    assert lines[-1]["error"]["message"] == message
 
 
 async def test_runner_readyz_is_503_when_ollama_is_down(
