@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from servicekit.contract import NON_BLANK_PATTERN
 from servicekit.embedding import MAX_INPUTS
 from servicekit.generation import MAX_MESSAGES, MAX_TOOLS
 
@@ -83,7 +84,7 @@ def openai_requests(settings: Settings, internal: dict[str, Any], model: dict[st
             {"type": "null"},
         ]
     }
-    text = {"type": "string", "minLength": 1, "pattern": "\\S", "maxLength": settings.max_prompt_chars}
+    text = {"type": "string", "minLength": 1, "pattern": NON_BLANK_PATTERN, "maxLength": settings.max_prompt_chars}
     embed_text = {"type": "string", "minLength": 1, "maxLength": settings.max_prompt_chars}
     return {
         "ChatCompletionRequest": {

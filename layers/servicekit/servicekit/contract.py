@@ -28,6 +28,15 @@ from typing import (
 )
 
 INT_LIMIT = 2**31
+# What str.strip() takes for whitespace, spelled out: the schema's "not blank" pattern must mean in
+# every regex engine what the validators mean. ECMA's \s (OpenAPI tools') is not Python's: it
+# lacks \x1c-\x1f and \x85 and has \ufeff, so "\S" let a generator send "\x1c" as a valid prompt.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+NON_BLANK_PATTERN = "[^" + "".join(f"\\u{ord(c):04x}" for c in WHITESPACE) + "]"
 N = TypeVar("N", int, float)
 
 
@@ -108,7 +117,7 @@ def json_schema(hint: Any, *, max_prompt_chars: int, refs: dict[type, str] | Non
         if isinstance(item, Bounds):
             schema.update(zip(item.keywords, (item.minimum, item.maximum), strict=True))
         elif isinstance(item, NonBlank):
-            schema.update(minLength=1, pattern="\\S")
+            schema.update(minLength=1, pattern=NON_BLANK_PATTERN)
         elif isinstance(item, PromptText):
             schema["maxLength"] = max_prompt_chars
         elif isinstance(item, Describe):
