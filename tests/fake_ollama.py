@@ -38,6 +38,7 @@ class Recorder:
     completed: int = 0
     abandoned: int = 0  # generations stopped early (at the next token after their client left)
     clients_gone: int = 0  # streamed requests whose client closed before the end (seen at once)
+    chunks_sent: int = 0  # streamed token chunks written to their clients
     # (start, end) of each generation, perf_counter seconds
     spans: list[tuple[float, float]] = field(default_factory=list)
 
@@ -52,7 +53,6 @@ class Faults:
     tokens: int = 3
     fail_status: int | None = None  # answer every generation with this status
     stall: bool = False  # never answer
-    die_after_tokens: int | None = None  # break the connection mid-stream
     error_line_after_tokens: int | None = None  # send {"error": ...} mid-stream
     done_reason: str = "stop"  # "length": as if num_predict cut the reply short
 
@@ -78,10 +78,6 @@ def _vector(text: str) -> list[float]:
     raw = [float(len(text)), float(sum(map(ord, text)) % 97 + 1), float(len(text.split())), 1.0]
     norm = sum(x * x for x in raw) ** 0.5
     return [x / norm for x in raw]
-
-
-class InjectedDeath(Exception):
-    """Raised inside the fake to break its connection mid-stream."""
 
 
 class FakeOllama:
@@ -113,6 +109,7 @@ class FakeOllama:
                 "started": len(rec.prompts),
                 "completed": rec.completed,
                 "abandoned": rec.abandoned,
+                "chunks_sent": rec.chunks_sent,
                 "gaps_ms": rec.gaps_ms(),
             }
         )
@@ -263,8 +260,6 @@ class FakeOllama:
         async with self._generation(body) as generation:
             started = time.perf_counter()
             for index, token in enumerate(tokens):
-                if index == self.faults.die_after_tokens:
-                    raise InjectedDeath("injected death mid-stream")
                 if index == self.faults.error_line_after_tokens:
                     yield json.dumps({"error": "injected error line"}).encode() + b"\n"
                     return
@@ -279,6 +274,7 @@ class FakeOllama:
                 else:
                     piece["response"] = token
                 yield json.dumps(piece).encode() + b"\n"
+                self.recorder.chunks_sent += 1
             if chat and body.get("tools"):
                 call = self._add_extras(self._final(chat, "", started), {"tools": body["tools"]}, chat)["message"]
                 yield json.dumps({"model": body["model"], "done": False, "message": call}).encode() + b"\n"

@@ -14,7 +14,7 @@ from typing import Self
 
 import httpx
 from starlette.applications import Starlette
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class AppClient(httpx.AsyncClient):
@@ -40,3 +40,14 @@ class AppClient(httpx.AsyncClient):
             await super().__aexit__(exc_type, exc_value, traceback)
         finally:
             await self._lifespans.aclose()
+
+
+def answering(status: int, content_type: bytes, *bodies: bytes) -> ASGIApp:
+    """A stand-in upstream that answers every request with ``bodies``, each sent as it is."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
+        for index, body in enumerate(bodies, 1):
+            await send({"type": "http.response.body", "body": body, "more_body": index < len(bodies)})
+
+    return app

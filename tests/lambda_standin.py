@@ -46,6 +46,10 @@ class InProcessLambda:
             return {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": io.BytesIO(body)}
         return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": io.BytesIO(json.dumps(result).encode())}
 
+    def drain(self) -> None:
+        """Return once every event accepted so far has run (the one container runs them in order)."""
+        self._container.submit(lambda: None).result()
+
     def close(self) -> None:
         """End the container: what Lambda reclaims, the test must close (the app's clients, the loop)."""
         self._container.submit(self._end_container).result()

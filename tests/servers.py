@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 from starlette.types import ASGIApp
+
+from tests.waiting import until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,16 +27,18 @@ def free_port() -> int:
 
 
 def wait_until_up(url: str, timeout_s: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """Return once ``url`` answers; raise RuntimeError at once if ``process`` exits first."""
+
+    def up() -> bool:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"{url}: the process exited with {process.returncode}")
         try:
             httpx.get(url, timeout=0.5)
-            return
         except httpx.HTTPError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} did not come up within {timeout_s} s")
+            return False
+        return True
+
+    until(up, timeout_s=timeout_s, what=f"{url} answering")
 
 
 @contextmanager
@@ -49,11 +52,9 @@ def serve_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[str]:
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
+        until(lambda: server.started or not thread.is_alive(), what="the test server starting")
+        if not server.started:
+            raise RuntimeError("the test server did not start")
         yield url
     finally:
         server.should_exit = True

@@ -121,7 +121,7 @@ async def test_slow_body_trips_the_read_timeout(
 
     async def trickle() -> Any:
         yield b'{"prompt": '
-        await anyio.sleep(1.0)
+        await anyio.sleep(1.0)  # a client stalled mid-body: the behaviour under test
         yield b'"hi"}'
 
     async with make_chat(runner_app, body_read_timeout_s=0.2) as client:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import Any
 
 import httpx
@@ -10,6 +12,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from servicekit.contract import WHITESPACE
 
 from tests.fake_ollama import FakeOllama
 
@@ -93,3 +96,26 @@ async def test_dialect_responses_conform(document: dict[str, Any], chat_client: 
     for schema, body in (("OllamaChatRequest", {"messages": user}), ("ChatCompletionRequest", {"model": "tinyllama",
                          "messages": user}), ("OllamaGenerateRequest", {"prompt": "p", "format": "json"})):  # fmt: skip
         assert conforms(document, schema, body) == [], schema
+
+
+# ECMA-262's \s (the regex dialect of JSON Schema and of OpenAPI tools), for reading a pattern as they do.
+ECMA_SPACE = "[\t\n\x0b\x0c\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+
+
+def as_ecma_reads_it(pattern: str) -> str:
+    return pattern.replace("\\S", "[^" + ECMA_SPACE[1:]).replace("\\s", ECMA_SPACE)
+
+
+@pytest.mark.parametrize("prompt", ["\x1c", "\x85 ", "\u3000\t", "\u2028"])
+async def test_blank_is_the_same_to_the_document_and_to_chat(
+    document: dict[str, Any], chat_client: httpx.AsyncClient, prompt: str
+) -> None:
+    # Chat strips what Python calls whitespace; the document's pattern must refuse the same
+    # prompts however a tool reads it ("\\S" let a generator send "\x1c" as text).
+    pattern = document["components"]["schemas"]["ChatRequest"]["properties"]["prompt"]["pattern"]
+    assert set(WHITESPACE) == {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
+    assert re.search(pattern, prompt) is None
+    assert re.search(as_ecma_reads_it(pattern), prompt) is None
+    assert re.search(as_ecma_reads_it(pattern), prompt + "a") is not None
+    assert conforms(document, "CompletionRequest", {"model": "tinyllama", "prompt": prompt}) != []
+    assert (await chat_client.post("/chat", json={"prompt": prompt})).status_code == 422

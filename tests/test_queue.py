@@ -9,20 +9,12 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 from runner.settings import Settings as RunnerSettings
 
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama
-from tests.jobs.helpers import eventually
-
-
-async def until_waiting(client: httpx.AsyncClient, depth: int) -> None:
-    """Wait until chat's /readyz says ``depth`` requests wait in the runner's queue."""
-    for _ in range(500):
-        if (await client.get("/readyz")).json()["runner"]["queue_depth"] == depth:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the queue never had {depth} waiting")
+from tests.waiting import eventually, until_waiting
 
 
 async def test_fifty_concurrent_chats_reach_ollama_one_at_a_time_in_queue_order(
@@ -53,15 +45,16 @@ async def test_streams_hold_the_slot_until_their_last_chunk(chat_client: httpx.A
     assert fake.recorder.completed == 10
 
 
+@pytest.mark.parametrize("stream", [False, True])  # a stream is refused before its status line: the same 503
 async def test_full_queue_is_503_queue_full_with_retry_after(
-    fake: FakeOllama, runner_settings: RunnerSettings, make_chat: Callable[..., httpx.AsyncClient]
+    fake: FakeOllama, runner_settings: RunnerSettings, make_chat: Callable[..., httpx.AsyncClient], stream: bool
 ) -> None:
     fake.faults.token_delay_s = 0.1  # 3 tokens: each generation holds the slot ~0.3 s
     settings = dataclasses.replace(runner_settings, max_queue=2)
     async with make_chat(runner_app_for(fake, settings)) as client:
         held = [asyncio.create_task(client.post("/chat", json={"prompt": f"q{i}"})) for i in range(3)]
         await until_waiting(client, 2)  # one generating, two queued
-        refused = await client.post("/chat", json={"prompt": "one too many"})
+        refused = await client.post("/chat", json={"prompt": "one too many", "stream": stream})
         served = await asyncio.gather(*held)
     assert refused.status_code == 503
     error = refused.json()["error"]

@@ -17,6 +17,7 @@ from runner.settings import Settings as RunnerSettings
 
 from tests.fake_ollama import FakeOllama
 from tests.servers import serve_in_thread, uvicorn_process
+from tests.waiting import eventually, until_waiting
 
 
 @pytest.mark.slow
@@ -47,11 +48,6 @@ async def test_three_runner_processes_share_one_slot(tmp_path: Path) -> None:
     assert fake.recorder.completed == 30
 
 
-async def _depth(client: httpx.AsyncClient, runner_url: str) -> int:
-    ready = (await client.get(f"{runner_url}/readyz")).json()
-    return int(ready["queue_depth"])
-
-
 async def test_client_gone_while_queued_never_reaches_ollama(tmp_path: Path) -> None:
     fake = FakeOllama()
     fake.faults.token_delay_s = 0.15
@@ -60,14 +56,14 @@ async def test_client_gone_while_queued_never_reaches_ollama(tmp_path: Path) -> 
         with serve_in_thread(create_runner_app(settings)) as runner_url:
             async with httpx.AsyncClient(timeout=10) as client:
                 first = asyncio.create_task(client.post(f"{runner_url}/v1/run/tinyllama", json={"prompt": "first"}))
-                await asyncio.sleep(0.05)
+                await eventually(lambda: fake.recorder.active == 1)
                 with pytest.raises(TimeoutError):
                     async with httpx.AsyncClient() as impatient:
                         await asyncio.wait_for(
                             impatient.post(f"{runner_url}/v1/run/tinyllama", json={"prompt": "walked away"}), 0.1
                         )
-                await asyncio.sleep(0.05)
-                assert await _depth(client, runner_url) == 0  # left the queue at once
+                await until_waiting(client, 0, url=runner_url)
+                assert not first.done()  # it left the queue at once, while the first still holds the slot
                 assert (await first).status_code == 200
                 after = await client.post(f"{runner_url}/v1/run/tinyllama", json={"prompt": "after"})
     assert after.status_code == 200
@@ -89,9 +85,7 @@ async def test_client_gone_while_streaming_closes_the_ollama_request(tmp_path: P
                     async for _line in response.aiter_lines():
                         break  # one chunk, then hang up
                 closed_at = time.perf_counter()
-                # The fake runs in the server thread: poll its counter rather than share an asyncio.Event.
-                while fake.recorder.clients_gone == 0 and time.perf_counter() - closed_at < 2:  # noqa: ASYNC110
-                    await asyncio.sleep(0.005)
+                await eventually(lambda: fake.recorder.clients_gone > 0, timeout_s=2)
                 upstream_closed_after = time.perf_counter() - closed_at
                 fake.faults.tokens = 2
                 after = await client.post(f"{runner_url}/v1/run/tinyllama", json={"prompt": "next"})

@@ -63,7 +63,7 @@ async def test_takeover_settles_once_before_the_first_send(tmp_path: Path) -> No
 async def test_a_cancellation_during_the_settle_waits_it_out_then_propagates() -> None:
     settle = Settle(max_s=0.1, mark=None)
     waiting = asyncio.create_task(settle.after_abnormal_end())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one turn of the loop: the task starts its settle
     waiting.cancel()
     started = time.perf_counter()
     with pytest.raises(asyncio.CancelledError):

@@ -35,6 +35,7 @@ from tests.inprocess import AppClient
 from tests.lambda_standin import InProcessLambda
 from tests.servers import serve_in_thread
 from tests.test_lambda_transport import chat_over
+from tests.waiting import eventually
 
 SLOW_TOKENS = 40  # 0.1 s apart: 4 s of generation unless something stops it
 
@@ -60,9 +61,7 @@ async def runner(runner_settings_real: RunnerSettings) -> AsyncIterator[httpx.As
 
 
 async def _until_abandoned(fake: FakeOllama, within_s: float = 2.0) -> None:
-    deadline = time.monotonic() + within_s
-    while fake.recorder.abandoned == 0 and time.monotonic() < deadline:  # noqa: ASYNC110 - the fake runs in another thread
-        await asyncio.sleep(0.01)
+    await eventually(lambda: fake.recorder.abandoned > 0, timeout_s=within_s, what="Ollama's request closed")
 
 
 async def test_a_generation_past_the_budget_is_stopped_with_504(
@@ -105,7 +104,7 @@ async def test_a_stream_past_the_budget_ends_with_an_error_line(
 async def test_the_budget_also_bounds_the_wait_for_the_slot(runner: httpx.AsyncClient, slow_fake: FakeOllama) -> None:
     slow_fake.faults.tokens = 10  # 1 s
     first = asyncio.create_task(runner.post("/v1/run/tinyllama", json={"prompt": "holder"}))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: slow_fake.recorder.active == 1)
     started = time.perf_counter()
     waiting = await runner.post("/v1/run/tinyllama", json={"prompt": "late"}, headers={"X-Time-Left-Ms": "200"})
     elapsed = time.perf_counter() - started

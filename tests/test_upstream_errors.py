@@ -13,10 +13,11 @@ from chat.app import create_app as create_chat_app
 from chat.settings import Settings as ChatSettings
 from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
+from starlette.types import Receive, Scope, Send
 
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama
-from tests.inprocess import AppClient
+from tests.inprocess import AppClient, answering
 from tests.servers import free_port, serve_in_thread
 
 
@@ -69,26 +70,6 @@ async def test_error_line_mid_stream_ends_the_stream_with_an_error(
     assert len(lines) == 3
 
 
-async def test_stream_cut_short_ends_with_an_error_line(
-    fake: FakeOllama, runner_settings: RunnerSettings, make_chat: Callable[..., httpx.AsyncClient]
-) -> None:
-    # In-process, a dying fake just stops sending: the stream ends without its "done" object.
-    fake.faults.die_after_tokens = 1
-
-    async def cut_short(scope, receive, send):  # type: ignore[no-untyped-def]
-        try:
-            await fake.app(scope, receive, send)
-        except Exception:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    runner_app = create_runner_app(runner_settings, ollama_transport=httpx.ASGITransport(cut_short))
-    async with make_chat(runner_app) as client:
-        response = await client.post("/chat", json={"prompt": "a b c", "stream": True})
-    lines = [json.loads(line) for line in response.text.splitlines()]
-    assert lines[0] == {"response": "a "}
-    assert lines[-1]["error"]["code"] == "upstream_error"
-
-
 async def test_ollama_unreachable_is_a_fast_502(
     runner_settings: RunnerSettings, make_chat: Callable[..., httpx.AsyncClient]
 ) -> None:
@@ -136,14 +117,86 @@ async def test_runner_unreachable_is_502(fake: FakeOllama) -> None:
 
 
 async def test_runner_that_answers_garbage_is_502(make_chat: Callable[..., httpx.AsyncClient]) -> None:
-    async def broken_runner(scope, receive, send):  # type: ignore[no-untyped-def]
-        await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"Internal Server Error"})
-
-    async with make_chat(broken_runner) as client:
+    async with make_chat(answering(500, b"text/plain", b"Internal Server Error")) as client:
         response = await client.post("/chat", json={"prompt": "hi"})
     assert response.status_code == 502
     assert _error(response)["code"] == "upstream_error"
+
+
+@pytest.mark.parametrize(("body", "refused"), [(b"Internal", "not JSON"), (b"[1, 2]", "not a JSON object")])
+async def test_runner_that_answers_200_with_no_json_object_is_502(
+    make_chat: Callable[..., httpx.AsyncClient], body: bytes, refused: str
+) -> None:
+    async with make_chat(answering(200, b"application/json", body)) as client:
+        response = await client.post("/chat", json={"prompt": "hi"})
+    assert response.status_code == 502
+    error = _error(response)
+    assert error["code"] == "upstream_error"
+    assert str(error["message"]) == f"The runner answered with something that is {refused}."
+
+
+# What a runner's stream may do wrong after its first chunk, and what the client is told.
+BROKEN_RUNNER_STREAMS = [
+    ([b"Internal\n"], "The runner sent a line that is not JSON."),
+    ([b"[1, 2]\n"], "The runner sent a line that is not a JSON object."),
+    ([], "The runner ended the stream before the generation was done."),
+]
+
+
+@pytest.mark.parametrize(("tail", "message"), BROKEN_RUNNER_STREAMS)
+async def test_a_broken_runner_stream_ends_an_ollama_stream_with_its_error(
+    make_chat: Callable[..., httpx.AsyncClient], tail: list[bytes], message: str
+) -> None:
+    odd_runner = answering(200, b"application/x-ndjson", b'{"response":"a "}\n', *tail)
+    async with make_chat(odd_runner) as client:
+        response = await client.post("/api/generate", json={"model": "tinyllama", "prompt": "hi"})
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines[0]["response"] == "a "
+    assert lines[-1] == {"error": message}
+
+
+@pytest.mark.parametrize(("tail", "message"), [BROKEN_RUNNER_STREAMS[0], BROKEN_RUNNER_STREAMS[2]])
+async def test_a_broken_runner_stream_ends_chats_stream_with_an_error(
+    make_chat: Callable[..., httpx.AsyncClient], tail: list[bytes], message: str
+) -> None:
+    # /chat passes the runner's lines on as they are: any JSON will do, so only these two break it.
+    odd_runner = answering(200, b"application/x-ndjson", b'{"response":"a "}\n', *tail)
+    async with make_chat(odd_runner) as client:
+        response = await client.post("/chat", json={"prompt": "hi", "stream": True})
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines[0] == {"response": "a "}
+    assert lines[-1]["error"]["code"] == "upstream_error"
+    assert lines[-1]["error"]["message"] == message
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        pytest.param([b"Internal\n"], "Ollama sent a line that is not JSON.", id="not-json"),
+        pytest.param([b"[1, 2]\n"], "Ollama sent a line that is not a JSON object.", id="not-an-object"),
+        pytest.param([], "Ollama ended the stream before the generation was done.", id="cut-short"),
+    ],
+)
+async def test_an_ollama_stream_that_breaks_ends_the_stream_with_an_error_line(
+    fake: FakeOllama,
+    runner_settings: RunnerSettings,
+    make_chat: Callable[..., httpx.AsyncClient],
+    tail: list[bytes],
+    message: str,
+) -> None:
+    generation = answering(200, b"application/x-ndjson", b'{"response":"a ","done":false}\n', *tail)
+
+    async def odd_ollama(scope: Scope, receive: Receive, send: Send) -> None:
+        is_generation = scope["type"] == "http" and scope["path"] == "/api/generate"
+        await (generation if is_generation else fake.app)(scope, receive, send)
+
+    runner_app = create_runner_app(runner_settings, ollama_transport=httpx.ASGITransport(odd_ollama))
+    async with make_chat(runner_app) as client:
+        response = await client.post("/chat", json={"prompt": "hi", "stream": True})
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines[0] == {"response": "a "}
+    assert lines[-1]["error"]["code"] == "upstream_error"
+    assert lines[-1]["error"]["message"] == message
 
 
 async def test_runner_readyz_is_503_when_ollama_is_down(

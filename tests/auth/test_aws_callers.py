@@ -16,6 +16,7 @@ from chat.readiness import AwsReadiness
 from chat.settings import Settings as ChatSettings
 from moto import mock_aws
 from runner.settings import Settings as RunnerSettings
+from servicekit.errors import NotReady
 from servicekit.lambda_adapter import lambda_handler
 from servicekit.state.factory import StateSettings
 
@@ -115,3 +116,31 @@ def test_the_keys_cli_adds_lists_and_revokes_on_dynamodb(aws: None) -> None:
     # Only the hash is stored.
     items = boto3.resource("dynamodb", **CREDENTIALS).Table(TABLE).scan()["Items"]
     assert not any(key in str(item) for item in items)
+
+
+class ControlPlane:
+    """The two control-plane answers readiness reads, in the states a test gives (moto's are always ready)."""
+
+    def __init__(self, state: str, table_status: str) -> None:
+        self.state = state
+        self.table_status = table_status
+
+    def get_function(self, *, FunctionName: str) -> dict[str, Any]:
+        return {"Configuration": {"State": self.state}, "Concurrency": {"ReservedConcurrentExecutions": 1}}
+
+    def describe_table(self, *, TableName: str) -> dict[str, Any]:
+        return {"Table": {"TableStatus": self.table_status}}
+
+
+@pytest.mark.parametrize(
+    ("state", "table_status", "message"),
+    [("Pending", "ACTIVE", "The runner function is Pending."), ("Active", "UPDATING", "The state table is UPDATING.")],
+)
+async def test_readyz_on_aws_is_503_until_the_function_and_table_are_ready(
+    state: str, table_status: str, message: str
+) -> None:
+    plane = ControlPlane(state, table_status)
+    readiness = AwsReadiness(RUNNER, TABLE, connect=lambda: (plane, plane))
+    with pytest.raises(NotReady) as refused:
+        await readiness.check("r")
+    assert refused.value.message == message

@@ -23,7 +23,7 @@ from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
 
 from tests.fake_ollama import FakeOllama
-from tests.servers import REPO, free_port, serve_in_thread
+from tests.servers import REPO, free_port, serve_in_thread, wait_until_up
 
 pytestmark = pytest.mark.slow
 CADDYFILE = REPO / "deploy" / "Caddyfile"
@@ -71,15 +71,10 @@ def front(tmp_path: Path, runner_settings: RunnerSettings, chat_settings: ChatSe
         process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-                try:
-                    httpx.get(url + "/healthz", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline, "caddy did not come up"
-                    time.sleep(0.05)
+            try:
+                wait_until_up(url + "/healthz", process=process)
+            except RuntimeError:
+                raise AssertionError(process.stderr.read().decode() if process.stderr else "caddy exited") from None
             yield url
         finally:
             process.terminate()

@@ -7,7 +7,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from tests.servers import REPO
+from tests.waiting import until
 
 COMPOSE_SPEC = REPO.parent / "shared" / "compose-spec.json"
 ENTRYPOINT = REPO / "deploy" / "ollama-entrypoint.sh"
@@ -206,8 +208,10 @@ esac
 """
 
 
-def start_entrypoint(tmp_path: Path, present: list[str], model: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """The entrypoint under `sh`, with the fake `ollama` first on PATH; (process, its call log)."""
+@contextmanager
+def entrypoint(tmp_path: Path, present: list[str], model: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """The entrypoint under `sh`, with the fake `ollama` first on PATH; (process, its call log).
+    Whatever the test did, the entrypoint is gone on leaving."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "ollama"
@@ -218,7 +222,14 @@ def start_entrypoint(tmp_path: Path, present: list[str], model: str) -> tuple[su
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log),
            "FAKE_DIR": str(tmp_path), "OLLAMA_MODEL": model}  # fmt: skip
     process = subprocess.Popen(["sh", str(ENTRYPOINT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    return process, log
+    try:
+        yield process, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
 
 
 def alive(pid_file: Path) -> bool:
@@ -230,32 +241,35 @@ def alive(pid_file: Path) -> bool:
         return False
 
 
-def eventually(condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not become true in time"
-        time.sleep(0.02)
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError):  # gone since the listing
+            continue
+        if parent == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def run_entrypoint(tmp_path: Path, present: list[str], model: str = "tinyllama") -> list[str]:
-    process, log = start_entrypoint(tmp_path, present, model)
-    deadline = time.monotonic() + 15
-    try:
-        while time.monotonic() < deadline:
+    with entrypoint(tmp_path, present, model) as (process, log):
+
+        def serving() -> bool:
+            """The model's show (and pull) are done: the entrypoint's one child left is the server."""
             calls = log.read_text().splitlines() if log.exists() else []
-            if any(c.startswith(("pull", "show")) for c in calls) and (model in present or "pull " + model in calls):
-                break
-            time.sleep(0.05)
-        time.sleep(0.2)
+            shown = f"show {model}" in calls and (model in present or f"pull {model}" in calls)
+            server = tmp_path / "serve.pid"
+            return shown and server.exists() and children(process.pid) == [int(server.read_text())]
+
+        until(serving, timeout_s=15, what="the entrypoint waiting on the server alone")
         assert process.poll() is None, "the entrypoint must stay in the foreground with the server"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
         assert process.stdout is not None
-        process.stdout.close()
+        assert "entrypoint: stopping" in process.stdout.read().decode()  # the signal reached it, in the foreground
     return log.read_text().splitlines()
 
 
@@ -281,35 +295,22 @@ def test_entrypoint_skips_the_pull_when_the_model_is_present(tmp_path: Path) -> 
 
 
 def test_a_stop_signal_during_the_first_pull_stops_everything_at_once(tmp_path: Path) -> None:
-    process, _ = start_entrypoint(tmp_path, present=[], model="slow")
-    try:
-        eventually(lambda: (tmp_path / "pull.pid").exists())
+    with entrypoint(tmp_path, present=[], model="slow") as (process, _):
+        until(lambda: (tmp_path / "pull.pid").exists())
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         # Docker kills at stop_grace_period; before, the script waited for the whole pull (29 s seen).
         assert time.monotonic() - signalled < 2
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
     assert not alive(tmp_path / "pull.pid")
     assert not alive(tmp_path / "serve.pid")
 
 
 def test_a_failed_pull_stops_the_server_and_says_which_model(tmp_path: Path) -> None:
-    process, log = start_entrypoint(tmp_path, present=[], model="typo")
-    try:
+    with entrypoint(tmp_path, present=[], model="typo") as (process, log):
         assert process.wait(timeout=15) == 1
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.stdout is not None
-    output = process.stdout.read().decode()
-    process.stdout.close()
+        assert process.stdout is not None
+        output = process.stdout.read().decode()
     assert "could not pull the model 'typo'" in output
     assert "OLLAMA_MODEL" in output
     assert not alive(tmp_path / "serve.pid")  # no orphaned `ollama serve`

@@ -19,6 +19,7 @@ from servicekit.state.factory import StateSettings
 from tests.dialects.conftest import add_key
 from tests.fake_ollama import FakeOllama
 from tests.servers import serve_in_thread, uvicorn_process
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -94,16 +95,12 @@ def _fill_the_queue(chat_url: str, fake: FakeOllama) -> list[threading.Thread]:
         threading.Thread(target=httpx.post, args=(f"{chat_url}/chat",), kwargs={"json": {"prompt": p}, "timeout": 30})
         for p in ("holder", "waiter")
     ]
-    for thread in threads:
-        thread.start()
-        deadline = time.monotonic() + 5
-        while len(fake.recorder.prompts) < 1 and time.monotonic() < deadline:
-            time.sleep(0.005)
+    holder, waiter = threads
+    holder.start()
+    until(lambda: fake.recorder.active == 1, what="the holder's generation")
+    waiter.start()
     # The waiter is queued once the runner reports it.
-    deadline = time.monotonic() + 5
-    while httpx.get(f"{chat_url}/readyz").json()["runner"].get("queue_depth") != 1:
-        assert time.monotonic() < deadline, "the second request never queued"
-        time.sleep(0.005)
+    until(lambda: httpx.get(f"{chat_url}/readyz").json()["runner"].get("queue_depth") == 1, what="the waiter queued")
     return threads
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import threading
@@ -22,6 +21,7 @@ from local.ollama.llama_engine import APPLIED_APART, SAMPLING, LlamaEngine
 from local.ollama.model_file import ModelFileMissing, default_model_path
 from local.ollama.server import create_app
 from tests.servers import serve_in_thread
+from tests.waiting import eventually
 
 MODEL = "smollm2:135m"
 
@@ -100,11 +100,12 @@ async def test_a_closed_request_stops_the_generation(engine: LlamaEngine) -> Non
                     break
             closed_at = time.perf_counter()
             stats: dict[str, int] = {}
-            while time.perf_counter() - closed_at < 5:
-                stats = (await client.get("/_local/stats")).json()
-                if stats["active"] == 0:
-                    break
-                await asyncio.sleep(0.02)
+
+            async def stopped() -> bool:
+                stats.update((await client.get("/_local/stats")).json())
+                return stats["active"] == 0
+
+            await eventually(stopped, timeout_s=5, what="the generation stopped")
             stopped_after = time.perf_counter() - closed_at
             after = (await client.post("/api/generate", json=_generate("hi", num_predict=3))).json()
     assert stats["cancelled"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ import pytest
 
 from tests.observe.helpers import samples, value
 from tests.servers import REPO, free_port, service_env
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +54,9 @@ def alive(pid: int) -> bool:
 
 def survivors(family: set[int], grace_s: float = 5.0) -> list[int]:
     """The processes of ``family`` still alive after a short grace (a loaded machine reaps slowly)."""
-    deadline = time.monotonic() + grace_s
-    while (left := [pid for pid in family if alive(pid)]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
+    with contextlib.suppress(AssertionError):  # the caller says who survived
+        until(lambda: not any(alive(pid) for pid in family), timeout_s=grace_s)
+    return [pid for pid in family if alive(pid)]
 
 
 @contextmanager

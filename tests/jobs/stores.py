@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from moto import mock_aws
@@ -21,6 +21,7 @@ from servicekit.state.sqlite_keys import SqliteKeyStore
 REGION = "us-east-1"
 TABLE = "jobs"
 KINDS = ["sqlite", "dynamodb"]
+T = TypeVar("T")
 
 
 def create_jobs_table(resource: Any) -> Any:
@@ -61,22 +62,24 @@ def moto_table() -> Iterator[Any]:
 
 
 @contextmanager
-def make_store(kind: str, tmp_path: Path) -> Iterator[JobStore]:
+def _store(
+    kind: str, tmp_path: Path, sqlite: Callable[[StateDatabase], T], dynamodb: Callable[[Any], T]
+) -> Iterator[T]:
+    """The store of ``kind`` built by ``sqlite`` (over a StateDatabase) or ``dynamodb`` (over the moto table)."""
     if kind == "sqlite":
         database = StateDatabase(tmp_path / "state")
-        yield SqliteJobStore(database)
-        database.close()
+        try:
+            yield sqlite(database)
+        finally:
+            database.close()
         return
     with moto_table() as table:
-        yield DynamoJobStore(table)
+        yield dynamodb(table)
 
 
-@contextmanager
-def make_key_store(kind: str, tmp_path: Path) -> Iterator[KeyStore]:
-    if kind == "sqlite":
-        database = StateDatabase(tmp_path / "state")
-        yield SqliteKeyStore(database)
-        database.close()
-        return
-    with moto_table() as table:
-        yield DynamoKeyStore(table)
+def make_store(kind: str, tmp_path: Path) -> AbstractContextManager[JobStore]:
+    return _store(kind, tmp_path, SqliteJobStore, DynamoJobStore)
+
+
+def make_key_store(kind: str, tmp_path: Path) -> AbstractContextManager[KeyStore]:
+    return _store(kind, tmp_path, SqliteKeyStore, DynamoKeyStore)

@@ -7,15 +7,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 from runner import job_failures
 from servicekit.jobs.dynamo_store import DynamoJobStore
 from servicekit.jobs.model import new_job
 
 from local.lambda_context import LambdaContext
-from tests.jobs.stores import REGION, TABLE, create_jobs_table
+from tests.jobs.stores import REGION, TABLE, moto_table
 
 
 def destination_record(job_id: str, condition: str, function_error: bool = False) -> dict[str, Any]:
@@ -49,8 +47,8 @@ def destination_record(job_id: str, condition: str, function_error: bool = False
 def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoJobStore]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("JOBS_TABLE", TABLE)
-    with mock_aws():
-        yield DynamoJobStore(create_jobs_table(boto3.resource("dynamodb", region_name=REGION)))
+    with moto_table() as table:
+        yield DynamoJobStore(table)
 
 
 async def invoke(record: dict[str, Any]) -> dict[str, Any]:

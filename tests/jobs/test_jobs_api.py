@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from tests.fake_ollama import FakeOllama
 from tests.jobs.helpers import status_is, wait_for
 from tests.servers import free_port, serve_in_thread
+from tests.waiting import eventually, until_waiting
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ async def test_partial_output_is_visible_while_running(chat: httpx.AsyncClient, 
 async def test_cancel_while_queued_never_reaches_ollama(chat: httpx.AsyncClient, fake: FakeOllama) -> None:
     fake.faults.token_delay_s = 0.1
     holder = asyncio.create_task(chat.post("/chat", json={"prompt": "hold the slot"}))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: fake.recorder.active == 1)
     job_id = (await chat.post("/v1/jobs", json={"prompt": "never run me"})).json()["id"]
     queued = (await chat.get(f"/v1/jobs/{job_id}")).json()
     assert queued["status"] == "queued"
@@ -84,8 +85,11 @@ async def test_cancel_while_queued_never_reaches_ollama(chat: httpx.AsyncClient,
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
     assert (await holder).status_code == 200
-    await asyncio.sleep(0.1)
-    assert fake.recorder.prompts == ["hold the slot"]
+    # A job created after it runs after it (first in, first out for a caller): had the cancelled
+    # job stayed in the queue, it would have reached Ollama first.
+    after = (await chat.post("/v1/jobs", json={"prompt": "after"})).json()["id"]
+    await wait_for(chat, after, status_is("succeeded"))
+    assert fake.recorder.prompts == ["hold the slot", "after"]
     assert (await chat.get(f"/v1/jobs/{job_id}")).json()["status"] == "cancelled"
 
 
@@ -97,10 +101,7 @@ async def test_cancel_while_running_closes_the_ollama_request(chat: httpx.AsyncC
     response = await chat.delete(f"/v1/jobs/{job_id}")
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
-    for _ in range(100):
-        if fake.recorder.abandoned:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: fake.recorder.abandoned > 0, timeout_s=1)
     assert fake.recorder.abandoned == 1
     assert fake.recorder.completed == 0
     # the slot is free again
@@ -126,7 +127,7 @@ async def test_a_job_not_started_before_its_deadline_expires_and_never_runs(
     fake.faults.token_delay_s = 0.3
     async with make_chat(runner_app_fast, job_start_deadline_s=0.3) as chat:
         holder = asyncio.create_task(chat.post("/chat", json={"prompt": "hold it for a second"}))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: fake.recorder.active == 1)
         job_id = (await chat.post("/v1/jobs", json={"prompt": "too late"})).json()["id"]
         job = await wait_for(chat, job_id, status_is("expired"))
         await holder
@@ -157,8 +158,10 @@ async def test_a_duplicate_delivery_runs_once(
         replays = await asyncio.gather(*(runner.post(f"/v1/jobs/{job_id}/run") for _ in range(3)))
     assert {r.status_code for r in replays} <= {200, 202}
     await wait_for(chat, job_id, status_is("succeeded"))
-    await asyncio.sleep(0.1)
-    assert fake.recorder.prompts == ["only once"]
+    # A job created after the replays runs after anything they queued (first in, first out).
+    after = (await chat.post("/v1/jobs", json={"prompt": "after"})).json()["id"]
+    await wait_for(chat, after, status_is("succeeded"))
+    assert fake.recorder.prompts == ["only once", "after"]
 
 
 async def test_jobs_and_chat_share_the_one_slot(chat: httpx.AsyncClient, fake: FakeOllama) -> None:
@@ -179,7 +182,8 @@ async def test_a_full_queue_refuses_the_job_and_keeps_nothing(
     runner = create_runner_app(dataclasses.replace(runner_settings_fast, max_queue=1))
     async with make_chat(runner) as chat:
         busy = [asyncio.create_task(chat.post("/chat", json={"prompt": f"b{i}"})) for i in range(2)]
-        await asyncio.sleep(0.05)
+        await eventually(lambda: fake.recorder.active == 1)
+        await until_waiting(chat, 1)  # one generating, one waiting: the queue is full
         refused = await chat.post("/v1/jobs", json={"prompt": "no room"})
         await asyncio.gather(*busy)
     assert refused.status_code == 503

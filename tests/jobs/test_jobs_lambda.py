@@ -8,13 +8,11 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from chat.app import create_app as create_chat_app
 from chat.lambda_transport import LambdaInvokeTransport
 from chat.settings import Settings as ChatSettings
-from moto import mock_aws
 from runner.app import create_app as create_runner_app
 from runner.settings import Settings as RunnerSettings
 from servicekit.jobs.dynamo_store import DynamoJobStore
@@ -22,7 +20,7 @@ from servicekit.lambda_adapter import lambda_handler
 
 from tests.fake_ollama import FakeOllama
 from tests.jobs.helpers import status_is, wait_for
-from tests.jobs.stores import REGION, create_jobs_table
+from tests.jobs.stores import moto_table
 from tests.lambda_standin import InProcessLambda
 from tests.servers import serve_in_thread
 
@@ -31,11 +29,8 @@ RUNNER = "stack-RunnerFunction-XYZ"
 
 @pytest.fixture
 def table() -> Iterator[Any]:
-    with mock_aws():
-        resource = boto3.resource(
-            "dynamodb", region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
-        yield create_jobs_table(resource)
+    with moto_table() as made:
+        yield made
 
 
 @pytest.fixture
@@ -96,13 +91,16 @@ async def test_queued_events_run_one_at_a_time(chat: httpx.AsyncClient, fake: Fa
     assert sorted(fake.recorder.prompts) == [f"job {i}" for i in range(4)]
 
 
-async def test_cancel_before_the_event_runs(chat: httpx.AsyncClient, fake: FakeOllama) -> None:
+async def test_cancel_before_the_event_runs(
+    chat: httpx.AsyncClient, runner_lambda: InProcessLambda, fake: FakeOllama
+) -> None:
     fake.faults.token_delay_s = 0.1
     first = (await chat.post("/v1/jobs", json={"prompt": "occupy the container"})).json()["id"]
     second = (await chat.post("/v1/jobs", json={"prompt": "cancel me"})).json()["id"]
     assert (await chat.delete(f"/v1/jobs/{second}")).json()["status"] == "cancelled"
     await wait_for(chat, first, status_is("succeeded"))
-    await asyncio.sleep(0.2)
+    await asyncio.to_thread(runner_lambda.drain)  # the cancelled job's event has run too
+    assert len(runner_lambda.invocations) == 2
     assert "cancel me" not in fake.recorder.prompts
     assert (await chat.get(f"/v1/jobs/{second}")).json()["status"] == "cancelled"
 

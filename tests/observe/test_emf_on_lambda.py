@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from chat.app import create_app as create_chat_app
 from chat.lambda_transport import LambdaInvokeTransport
 from chat.settings import Settings as ChatSettings
-from moto import mock_aws
 from runner.app import create_app as create_runner_app
 from runner.hostlock import FileHostLock
 from runner.settings import Settings as RunnerSettings
@@ -31,10 +28,10 @@ from servicekit.state.sqlite import StateDatabase
 from local.events import api_gateway_event
 from tests.auth.helpers import add_key
 from tests.fake_ollama import FakeOllama
-from tests.jobs.stores import REGION, create_jobs_table
+from tests.jobs.stores import moto_table
 from tests.lambda_standin import InProcessLambda
 from tests.servers import serve_in_thread
-from tests.waiting import eventually
+from tests.waiting import eventually, until
 
 RUNNER = "stack-RunnerFunction-XYZ"
 EMF = ObserveSettings(log_format="json", metrics="emf")
@@ -64,11 +61,8 @@ def metric(documents: list[dict[str, Any]], name: str, **dimensions: str) -> lis
 
 @pytest.fixture
 def table() -> Iterator[Any]:
-    with mock_aws():
-        resource = boto3.resource(
-            "dynamodb", region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
-        yield create_jobs_table(resource)
+    with moto_table() as made:
+        yield made
 
 
 def test_a_mix_of_requests_gives_emf_documents(
@@ -112,10 +106,7 @@ def test_a_mix_of_requests_gives_emf_documents(
             job = ask("POST", "/v1/jobs", {"prompt": "a job"}, keyed)
             assert job["statusCode"] == 202
             job_id = json.loads(job["body"])["id"]
-            deadline = time.monotonic() + 10
-            while json.loads(ask("GET", f"/v1/jobs/{job_id}", None, keyed)["body"])["status"] != "succeeded":
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            until(lambda: json.loads(ask("GET", f"/v1/jobs/{job_id}", None, keyed)["body"])["status"] == "succeeded")
         finally:
             chat.close()
             runner.close()

@@ -16,6 +16,7 @@ from tests.auth.helpers import add_key
 from tests.fake_ollama import FakeOllama
 from tests.observe.helpers import Samples, samples, total, value
 from tests.servers import serve_in_thread, uvicorn_process
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 P = "ollama_chat_"
@@ -27,16 +28,20 @@ def runner_pids_with_counters(directory: Path) -> set[str]:
 
 
 async def scrape_until(client: httpx.AsyncClient, ops: dict[str, str], holds: Callable[[Samples], bool]) -> Samples:
-    """The /metrics samples once ``holds`` is true of them (scraped every 20 ms, for at most 10 s)."""
-    deadline = time.monotonic() + 10
-    while True:
+    """The /metrics samples once ``holds`` is true of them (for at most 10 s)."""
+    last: list[str] = [""]
+
+    async def shown() -> bool:
         response = await client.get("/metrics", headers=ops)
         assert response.status_code == 200
-        found = samples(response.text)
-        if holds(found):
-            return found
-        assert time.monotonic() < deadline, f"/metrics never showed it; last:\n{response.text}"
-        await asyncio.sleep(0.02)
+        last[0] = response.text
+        return holds(samples(last[0]))
+
+    try:
+        await eventually(shown, what="/metrics showing it")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last:\n{last[0]}") from None
+    return samples(last[0])
 
 
 async def test_a_scripted_mix_across_two_runner_workers(tmp_path: Path) -> None:
@@ -83,10 +88,11 @@ async def test_a_scripted_mix_across_two_runner_workers(tmp_path: Path) -> None:
             job = await client.post("/v1/jobs", json={"prompt": "a job"}, headers=bob)
             assert job.status_code == 202
             job_url = f"/v1/jobs/{job.json()['id']}"
-            job_deadline = time.monotonic() + 10
-            while (await client.get(job_url, headers=bob)).json()["status"] != "succeeded":
-                assert time.monotonic() < job_deadline, "the job never ran"
-                await asyncio.sleep(0.02)
+
+            async def job_ran() -> bool:
+                return bool((await client.get(job_url, headers=bob)).json()["status"] == "succeeded")
+
+            await eventually(job_ran, what="the job running")
 
             # Hold the slot (a slow generation) and fill the queue: alice may have one waiting,
             # the host three. Each step waits until the store shows the one before it.

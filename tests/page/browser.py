@@ -8,8 +8,6 @@ and say how to get it; they never skip.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,15 +31,6 @@ def launch(playwright: Playwright) -> Browser:
             "or point CHROMIUM at one."
         )
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-
-
-def until(condition: Callable[[], bool], *, timeout_s: float = 5.0, what: str = "the condition") -> None:
-    """Return as soon as ``condition()`` holds; fail after ``timeout_s`` (a condition, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout_s} s")
-        time.sleep(0.01)
 
 
 def open_page(browser: Browser, url: str, **context: object) -> Page:

@@ -19,10 +19,11 @@ import pytest
 from playwright.sync_api import Browser, Page, Request, expect
 
 from tests.fake_ollama import FakeOllama
-from tests.page.browser import PHONE, answers, open_page, until
+from tests.page.browser import PHONE, answers, open_page
 from tests.page.conftest import Stack
 from tests.page.queue_contract import QueueContract
 from tests.servers import serve_in_thread
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 

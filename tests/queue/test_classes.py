@@ -13,8 +13,8 @@ from runner.settings import Settings as RunnerSettings
 
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama
-from tests.jobs.helpers import eventually, status_is, wait_for
-from tests.test_queue import until_waiting
+from tests.jobs.helpers import status_is, wait_for
+from tests.waiting import eventually, until_waiting
 
 
 @pytest.mark.parametrize(("batch_max_wait_s", "expected"), [(120.0, ["busy", "c1", "c2", "job"]),

@@ -22,8 +22,8 @@ from servicekit.state.factory import StateSettings
 
 from tests.auth.helpers import add_key
 from tests.fake_ollama import FakeOllama
-from tests.jobs.helpers import eventually
 from tests.servers import serve_in_thread, uvicorn_process
+from tests.waiting import eventually, queue_depth, until_waiting
 
 pytestmark = pytest.mark.slow
 
@@ -48,18 +48,6 @@ async def chat_over(runner_url: str, state: StateSettings, auth: str = "off") ->
             yield client
 
 
-async def waiting(client: httpx.AsyncClient) -> int:
-    return int((await client.get("/readyz")).json()["runner"]["queue_depth"])
-
-
-async def wait_for_depth(client: httpx.AsyncClient, depth: int) -> None:
-    for _ in range(1000):
-        if await waiting(client) == depth:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the queue never reached depth {depth} (it is {await waiting(client)})")
-
-
 async def test_a_caller_with_one_request_is_not_stuck_behind_a_burst(tmp_path: Path) -> None:
     state = StateSettings(directory=str(tmp_path / "state"))
     heavy = add_key(state, "H", "--max-waiting", "12")
@@ -74,7 +62,7 @@ async def test_a_caller_with_one_request_is_not_stuck_behind_a_burst(tmp_path: P
                 )
                 for i in range(12)
             ]
-            await wait_for_depth(chat, 11)  # one generating, eleven waiting
+            await until_waiting(chat, 11)  # one generating, eleven waiting
             started_before = len(fake.recorder.prompts)
             alone = await chat.post("/chat", json={"prompt": "L"}, headers={"Authorization": f"Bearer {light}"})
             rest = await asyncio.gather(*burst)
@@ -116,7 +104,7 @@ async def test_waiting_streams_hear_their_place_until_they_run(tmp_path: Path) -
             for index in range(count):
                 tasks.append(asyncio.create_task(stream(index)))
                 await eventually(functools.partial(has_lines, streams, index))  # it has heard its first place
-            assert await waiting(chat) == count  # /readyz counts exactly those waiting
+            assert await queue_depth(chat) == count  # /readyz counts exactly those waiting
             await asyncio.gather(*tasks)
             assert (await blocker).status_code == 200
     for index, lines in streams.items():

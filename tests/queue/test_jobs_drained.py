@@ -19,8 +19,9 @@ from servicekit.state.factory import StateSettings
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama
 from tests.inprocess import AppClient
-from tests.jobs.helpers import eventually, status_is, wait_for
+from tests.jobs.helpers import status_is, wait_for
 from tests.servers import serve_in_thread, uvicorn_process
+from tests.waiting import eventually
 
 
 async def test_fifty_jobs_at_once_into_a_queue_of_two_are_refused_or_run_never_expired(
@@ -58,9 +59,10 @@ async def test_jobs_queued_in_a_runner_that_is_killed_are_run_by_another(tmp_pat
             async with AppClient(create_chat_app(chat_settings), base_url="http://chat.test") as chat:
                 ids = [(await chat.post("/v1/jobs", json={"prompt": f"job {i}"})).json()["id"] for i in range(4)]
                 await wait_for(chat, ids[0], status_is("running"))
-                before = {job_id: (await chat.get(f"/v1/jobs/{job_id}")).json()["status"] for job_id in ids}
                 os.kill(first.pid, signal.SIGKILL)
                 first.wait()
+                # Read once it is dead: a job it started between a read and the kill would fail (runner_lost).
+                before = {job_id: (await chat.get(f"/v1/jobs/{job_id}")).json()["status"] for job_id in ids}
                 with uvicorn_process("runner", "runner.app:app", env):  # another runner, started after
                     finals = {job_id: await wait_for(chat, job_id, status_is("succeeded", "failed", "expired"))
                               for job_id in ids}  # fmt: skip

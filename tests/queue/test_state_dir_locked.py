@@ -21,8 +21,31 @@ from servicekit.state.factory import StateSettings
 
 from tests.fake_ollama import FakeOllama
 from tests.servers import serve_in_thread
+from tests.waiting import eventually
 
 HEALTH_BOUND_S = 0.1  # the issue's reliability bound
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:  # gone since /proc/locks was read
+        return None
+
+
+def flocked_by(pid: int, paths: list[str]) -> bool:
+    """Whether ``pid``'s process group holds an flock on each of ``paths``, as /proc/locks says.
+
+    (Not by trying the locks here: this process is the runner's, and opening then closing
+    state.db here would drop SQLite's own POSIX locks on it.)
+    """
+    held = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 4598 fe:00:2146816 0 EOF"; a waiter's line has "->" after the number
+        kind, _, _, holder, device_inode = line.split()[1:6]
+        if kind == "FLOCK" and _group_of(int(holder)) == pid:
+            held.add(int(device_inode.rsplit(":", 1)[1]))
+    return all(os.stat(path).st_ino in held for path in paths)
 
 
 @pytest.mark.skipif(shutil.which("flock") is None, reason="needs util-linux flock")
@@ -42,7 +65,8 @@ async def test_healthz_answers_while_every_state_file_is_flocked(tmp_path: Path)
                 # Its own process group: the nested flocks and the sleep all hold the locks, and all must go.
                 holder = await asyncio.create_subprocess_exec(*command, "sleep", "30", start_new_session=True)
                 try:
-                    await asyncio.sleep(0.2)  # let flock take every lock
+                    paths = [os.path.join(state.directory, name) for name in files]
+                    await eventually(lambda: flocked_by(holder.pid, paths), what="flock holding every lock")
                     assert holder.returncode is None
                     waiting = asyncio.create_task(
                         client.post("/v1/run/tinyllama", json={"prompt": "cannot run", "stream": True})
@@ -52,7 +76,7 @@ async def test_healthz_answers_while_every_state_file_is_flocked(tmp_path: Path)
                         started = time.monotonic()
                         assert (await client.get("/healthz")).status_code == 200
                         probes.append(time.monotonic() - started)
-                        await asyncio.sleep(0.02)
+                        await asyncio.sleep(0.02)  # probes spread over the wait, not a wait for anything
                     assert not waiting.done() or (await waiting).status_code == 200
                 finally:
                     os.killpg(holder.pid, signal.SIGKILL)

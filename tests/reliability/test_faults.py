@@ -29,6 +29,7 @@ from servicekit.state.factory import StateSettings
 from tests.fake_ollama import FakeOllama
 from tests.inprocess import AppClient
 from tests.servers import REPO, free_port, serve_in_thread, service_env, uvicorn_process, wait_until_up
+from tests.waiting import eventually, until_waiting
 
 pytestmark = pytest.mark.slow
 
@@ -58,11 +59,11 @@ async def test_ollama_killed_mid_stream(tmp_path: Path) -> None:
             with fake_ollama_process(port, token_delay_s=0.05, tokens=200) as ollama:
                 streaming = asyncio.create_task(chat.post("/chat", json={"prompt": "doomed", "stream": True}))
                 async with httpx.AsyncClient() as probe:
-                    for _ in range(200):
-                        if (await probe.get(f"{ollama_url}/_fake/stats")).json()["peak"] == 1:
-                            break
-                        await asyncio.sleep(0.01)
-                await asyncio.sleep(0.2)  # a few chunks are out
+
+                    async def chunks_out() -> bool:
+                        return int((await probe.get(f"{ollama_url}/_fake/stats")).json()["chunks_sent"]) >= 2
+
+                    await eventually(chunks_out, what="a few chunks out")
                 os.kill(ollama.pid, signal.SIGKILL)
                 response = await asyncio.wait_for(streaming, 10)
             lines = [json.loads(line) for line in response.text.splitlines()]
@@ -93,11 +94,10 @@ async def test_a_runner_killed_while_holding_the_slot_lets_another_process_serve
         ):
             async with httpx.AsyncClient(timeout=30) as client:
                 holder = asyncio.create_task(client.post(f"{url_a}/v1/run/tinyllama", json={"prompt": "holder"}))
-                while fake.recorder.active == 0:  # noqa: ASYNC110 - the fake runs in the server thread
-                    await asyncio.sleep(0.01)
+                await eventually(lambda: fake.recorder.active == 1)
                 fake.faults.tokens = 2
                 waiter = asyncio.create_task(client.post(f"{url_b}/v1/run/tinyllama", json={"prompt": "waiter"}))
-                await asyncio.sleep(0.3)
+                await until_waiting(client, 1, url=url_b)
                 assert not waiter.done()  # queued behind the holder, in another process
                 os.kill(process_a.pid, signal.SIGKILL)
                 killed_at = time.perf_counter()

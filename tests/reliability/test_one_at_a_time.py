@@ -12,7 +12,6 @@ import functools
 import os
 import random
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -20,17 +19,11 @@ import pytest
 
 from tests.fake_ollama import FakeOllama
 from tests.servers import serve_in_thread, uvicorn_process
+from tests.waiting import eventually, until_waiting
 
 pytestmark = pytest.mark.slow
 
 DROPS = 50
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait until ``condition()`` holds (the fake runs in a server thread: poll it)."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 - the fake runs in another thread
-            await asyncio.sleep(0.002)
 
 
 def prompts_beyond(fake: FakeOllama, count: int) -> bool:
@@ -55,14 +48,14 @@ async def test_dropped_non_streamed_requests_never_overlap_at_ollama(tmp_path: P
                 # waits for the slot (in either process: the order between processes is not ours here).
                 asking = {f"drop{i}": ask(i) for i in range(2)}
                 for served in range(DROPS):
-                    await until(functools.partial(prompts_beyond, fake, served))
+                    await eventually(functools.partial(prompts_beyond, fake, served))
                     await asyncio.sleep(rng.uniform(0.045, 0.085))  # 2-4 tokens in, anywhere between two
                     dropped = asking.pop(fake.recorder.prompts[served])
                     dropped.cancel()  # the client hangs up: httpx closes its connection
                     await asyncio.gather(dropped, return_exceptions=True)
                     if served + 2 < DROPS:
                         asking[f"drop{served + 2}"] = ask(served + 2)
-                await until(lambda: fake.recorder.active == 0)
+                await eventually(lambda: fake.recorder.active == 0)
     assert sorted(fake.recorder.prompts) == sorted(f"drop{i}" for i in range(DROPS))
     assert fake.recorder.abandoned == DROPS  # each stopped at its next token, as Ollama does
     assert fake.recorder.peak == 1
@@ -82,9 +75,9 @@ async def test_a_holder_killed_mid_generation_never_overlaps_the_next(tmp_path: 
                 for url in (url_a, url_b):  # each has its Ollama client ready (the first use imports aiohttp)
                     assert (await client.get(f"{url}/readyz")).status_code == 200
                 holder = asyncio.create_task(client.post(f"{url_a}/v1/run/tinyllama", json={"prompt": "holder"}))
-                await until(lambda: fake.recorder.active == 1)
+                await eventually(lambda: fake.recorder.active == 1)
                 waiter = asyncio.create_task(client.post(f"{url_b}/v1/run/tinyllama", json={"prompt": "waiter"}))
-                await asyncio.sleep(0.2)  # a few tokens out; the waiter queued in the other process
+                await until_waiting(client, 1, url=url_b)  # a few tokens out; the waiter queued in the other process
                 assert not waiter.done()
                 fake.faults.tokens = 2
                 os.kill(process_a.pid, signal.SIGKILL)  # the kernel frees its lock at once

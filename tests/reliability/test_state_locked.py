@@ -54,7 +54,7 @@ async def test_healthz_answers_while_a_job_create_waits_for_a_locked_database(
                     health = await client.get("/healthz")
                     probes.append(time.monotonic() - started)
                     assert health.status_code == 200
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.05)  # probes spread over the wait, not a wait for anything
                 refused = await create
             finally:
                 holder.execute("ROLLBACK")

@@ -6,10 +6,15 @@ import os
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
+from runner.app import create_app as create_runner_app
 from runner.hostlock import FileHostLock
 from runner.settings import Settings as RunnerSettings
 from servicekit.state.factory import StateSettings
+
+from tests.fake_ollama import FakeOllama
+from tests.inprocess import AppClient
 
 
 def test_the_lock_defaults_to_state_dir(tmp_path: Path) -> None:
@@ -42,3 +47,27 @@ def test_a_planted_lock_link_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="symbolic links"):
         lock.try_acquire()
     assert target.read_text() == "keep"
+
+
+def open_here(directory: Path) -> set[str]:
+    """The names of the files in ``directory`` that this process has open."""
+    names = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = Path(os.readlink(fd))
+        except FileNotFoundError:  # the listing's own descriptor, closed since
+            continue
+        if target.parent == directory:
+            names.add(target.name)
+    return names
+
+
+async def test_the_runner_closes_its_lock_files_when_it_stops(tmp_path: Path) -> None:
+    fake = FakeOllama()
+    state = tmp_path / "state"
+    settings = RunnerSettings(ollama_url="http://ollama.test", state=StateSettings(directory=str(state)))
+    app = create_runner_app(settings, ollama_transport=httpx.ASGITransport(fake.app))
+    async with AppClient(app, base_url="http://runner.test") as client:
+        assert (await client.post("/v1/run/tinyllama", json={"prompt": "hi"})).status_code == 200
+        assert {"runner.lock", "runner.lock.holder"} <= open_here(state)
+    assert not {"runner.lock", "runner.lock.holder"} & open_here(state)

@@ -112,3 +112,16 @@ def test_a_planted_symlink_is_never_followed(tmp_path: Path) -> None:
         create_private_file(tmp_path / "planted")
     assert target.read_text() == "precious"
     assert mode(target) == 0o644  # neither opened nor re-moded through the link
+
+
+def test_a_state_dir_that_cannot_be_created_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match=r"STATE_DIR .* cannot be created: Not a directory"):
+        private_dir(tmp_path / "a-file" / "state")
+
+
+def test_a_state_file_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    fifo = private_dir(tmp_path / "state") / "state.db"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        create_private_file(fifo)

@@ -23,6 +23,7 @@ import httpx
 from servicekit.body import read_json_object
 from servicekit.callers import Caller, caller_of
 from servicekit.disconnect import CancelOnDisconnect
+from servicekit.embedding import EmbeddingRequest
 from servicekit.errors import ModelForbidden, exception_handlers_for
 from servicekit.generation import GenerationRequest, parse_generation_request
 from servicekit.jobs.store import JobStore
@@ -103,9 +104,7 @@ class Chat:
         return tuple(m for m in self.settings.allowed_models if m in caller.models)
 
     async def body(self, request: Request) -> dict[str, Any]:
-        return await read_json_object(
-            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
-        )
+        return await read_json_object(request, self.settings)
 
     async def whole(
         self, model: str, generation: GenerationRequest, request: Request
@@ -118,6 +117,14 @@ class Chat:
         record.note_reply(model, reply)
         record.answer = reply.get("response") if isinstance(reply.get("response"), str) else None
         return reply, _queue_wait(headers)
+
+    async def embed(
+        self, model: str, embedding: EmbeddingRequest, request: Request
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Embeddings through the runner's slot: its reply, and the wait to pass on."""
+        caller = caller_of(request.scope)
+        reply, headers = await self.runner.embed(model, embedding, request_id_of(request.scope), caller)
+        return reply, {k: v for k, v in headers.items() if k.lower() == "x-queue-wait-ms"}
 
     async def open_stream(
         self, model: str, generation: GenerationRequest, request: Request

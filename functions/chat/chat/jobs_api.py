@@ -67,9 +67,7 @@ class JobsEndpoints:
 
     async def create(self, request: Request) -> Response:
         caller = caller_of(request.scope)
-        data = await read_json_object(
-            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
-        )
+        data = await read_json_object(request, self.settings)
         generation: GenerationRequest = parse_generation_request(
             data, max_prompt_chars=self.settings.max_prompt_chars, allow_stream=False, also_allowed=("model",)
         )

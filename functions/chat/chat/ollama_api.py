@@ -94,12 +94,11 @@ class OllamaAPI:
     async def _embed(self, request: Request, *, legacy: bool) -> Response:
         data = await self.chat.body(request)
         requested, embedding = ollama.embedding_request(data, legacy=legacy, max_prompt_chars=self.max_prompt_chars)
-        caller = caller_of(request.scope)
-        model = self.chat.allowed_for(caller, requested)
-        reply, headers = await self.chat.runner.embed(model, embedding, request_id_of(request.scope), caller)
+        model = self.chat.allowed_for(caller_of(request.scope), requested)
+        reply, headers = await self.chat.embed(model, embedding, request)
         shown = requested if requested is not MISSING else model
         body = ollama.legacy_embedding_reply(reply) if legacy else ollama.embed_reply(shown, reply)
-        return JSONResponse(body, headers={k: v for k, v in headers.items() if k.lower() == "x-queue-wait-ms"})
+        return JSONResponse(body, headers=headers)
 
     async def tags(self, request: Request) -> Response:
         entries = await self.metadata.tags(request_id_of(request.scope))

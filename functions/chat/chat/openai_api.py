@@ -85,11 +85,9 @@ class OpenAIAPI:
         requested, embedding, base64_encoded = openai.embedding_request(data, max_prompt_chars=self.max_prompt_chars)
         if requested is MISSING:
             raise InvalidRequest("'model' is required.")
-        caller = caller_of(request.scope)
-        model = self.chat.allowed_for(caller, requested)
-        reply, headers = await self.chat.runner.embed(model, embedding, request_id_of(request.scope), caller)
-        body = openai.embedding_reply(requested, reply, base64_encoded=base64_encoded)
-        return JSONResponse(body, headers={k: v for k, v in headers.items() if k.lower() == "x-queue-wait-ms"})
+        model = self.chat.allowed_for(caller_of(request.scope), requested)
+        reply, headers = await self.chat.embed(model, embedding, request)
+        return JSONResponse(openai.embedding_reply(requested, reply, base64_encoded=base64_encoded), headers=headers)
 
     async def models(self, request: Request) -> Response:
         entries = self.chat.visible(caller_of(request.scope), await self.metadata.tags(request_id_of(request.scope)))

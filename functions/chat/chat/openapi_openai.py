@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from servicekit.contract import NON_BLANK_PATTERN
 from servicekit.embedding import MAX_INPUTS
 from servicekit.generation import MAX_MESSAGES, MAX_TOOLS
 
@@ -83,7 +84,7 @@ def openai_requests(settings: Settings, internal: dict[str, Any], model: dict[st
             {"type": "null"},
         ]
     }
-    text = {"type": "string", "minLength": 1, "pattern": "\\S", "maxLength": settings.max_prompt_chars}
+    text = {"type": "string", "minLength": 1, "pattern": NON_BLANK_PATTERN, "maxLength": settings.max_prompt_chars}
     embed_text = {"type": "string", "minLength": 1, "maxLength": settings.max_prompt_chars}
     return {
         "ChatCompletionRequest": {
@@ -156,39 +157,29 @@ def openai_replies() -> dict[str, Any]:
             "owned_by": {"type": "string"},
         },
     }
+
+    def completion(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+        """A (chat or text) completion: its choices carry ``field``."""
+        return {
+            "type": "object",
+            "required": ["id", "object", "created", "model", "choices", "usage"],
+            "properties": {
+                **head,
+                "usage": usage,
+                "choices": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["index", field, "finish_reason"],
+                        "properties": {"finish_reason": finish, field: schema},
+                    },
+                },
+            },
+        }
+
     return {
-        "ChatCompletion": {
-            "type": "object",
-            "required": ["id", "object", "created", "model", "choices", "usage"],
-            "properties": {
-                **head,
-                "usage": usage,
-                "choices": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["index", "message", "finish_reason"],
-                        "properties": {"finish_reason": finish, "message": {"type": "object"}},
-                    },
-                },
-            },
-        },
-        "TextCompletion": {
-            "type": "object",
-            "required": ["id", "object", "created", "model", "choices", "usage"],
-            "properties": {
-                **head,
-                "usage": usage,
-                "choices": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["index", "text", "finish_reason"],
-                        "properties": {"finish_reason": finish, "text": {"type": "string"}},
-                    },
-                },
-            },
-        },
+        "ChatCompletion": completion("message", {"type": "object"}),
+        "TextCompletion": completion("text", {"type": "string"}),
         "EmbeddingList": {
             "type": "object",
             "required": ["object", "data", "model", "usage"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servicekit.contract import json_schema, object_schema
+from servicekit.contract import object_schema
 from servicekit.embedding import EmbeddingRequest
 from servicekit.generation import ChatMessage, GenerationOptions, GenerationRequest
 
@@ -30,11 +30,6 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
 def model_names(settings: Settings) -> list[str]:
     """Every name a request may use for an allowed model (with and without ``:latest``)."""
     return sorted({*settings.allowed_models, *(tagged(name) for name in settings.allowed_models)})
-
-
-def contract_schema(hint: Any, settings: Settings) -> dict[str, Any]:
-    """The JSON Schema of a piece of the contract (servicekit.generation / servicekit.embedding)."""
-    return json_schema(hint, max_prompt_chars=settings.max_prompt_chars, refs=REFS)
 
 
 def generation_properties(settings: Settings) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import httpx
 from servicekit.callers import Caller
 from servicekit.embedding import EmbeddingRequest
 from servicekit.generation import GenerationRequest
-from servicekit.upstream import Upstream, translate, translate_mid_stream
+from servicekit.upstream import Upstream, json_object, translate_mid_stream
 
 from chat.errors import RELAYED_HEADERS, RunnerRefused, UpstreamError
 from chat.lambda_transport import ASYNC_INVOKE, NO_BUSY_RETRY
@@ -47,7 +47,7 @@ class RunnerClient:
         transport: httpx.AsyncBaseTransport | None = None,
         token: str = "",
     ) -> None:
-        self._http = Upstream(base_url, timeout=timeout, transport=transport, max_connections=256)
+        self._http = Upstream(base_url, name=RUNNER, timeout=timeout, transport=transport, max_connections=256)
         # RUNNER_TOKEN: the runner believes the caller headers only with it (locally, compose).
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -80,18 +80,15 @@ class RunnerClient:
         self, kind: str, body: dict[str, Any] | None, request_id: str, caller: Caller | None = None
     ) -> tuple[int, Any]:
         """Ollama's own status and JSON for tags/show/ps/version, from the runner's short cache (never queued)."""
-        try:
-            request = self._http.request(
-                "POST" if body is not None else "GET",
-                f"/v1/ollama/{kind}",
-                json_body=body,
-                headers=self._headers(request_id, caller),
-                timeout=httpx.Timeout(METADATA_TIMEOUT_S),
-                extensions={NO_BUSY_RETRY: True},
-            )
-            response = await self._http.send(request)
-        except httpx.HTTPError as exc:
-            raise translate(exc, RUNNER) from exc
+        request = self._http.request(
+            "POST" if body is not None else "GET",
+            f"/v1/ollama/{kind}",
+            json_body=body,
+            headers=self._headers(request_id, caller),
+            timeout=httpx.Timeout(METADATA_TIMEOUT_S),
+            extensions={NO_BUSY_RETRY: True},
+        )
+        response = await self._http.send(request)
         try:
             data = response.json()
         except ValueError:
@@ -103,20 +100,11 @@ class RunnerClient:
     async def _whole(
         self, path: str, body: Any, request_id: str, caller: Caller
     ) -> tuple[dict[str, Any], httpx.Headers]:
-        try:
-            request = self._http.request("POST", path, json_body=body, headers=self._headers(request_id, caller))
-            response = await self._http.send(request)
-        except httpx.HTTPError as exc:
-            raise translate(exc, RUNNER) from exc
+        request = self._http.request("POST", path, json_body=body, headers=self._headers(request_id, caller))
+        response = await self._http.send(request)
         if response.status_code != 200:
             raise _refusal(response, response.content)
-        try:
-            reply = response.json()
-        except ValueError:
-            raise UpstreamError("The runner answered with something that is not JSON.") from None
-        if not isinstance(reply, dict):
-            raise UpstreamError("The runner answered with something that is not a JSON object.")
-        return reply, response.headers
+        return json_object(response.content, "The runner answered with something"), response.headers
 
     @asynccontextmanager
     async def stream(
@@ -127,16 +115,13 @@ class RunnerClient:
         The status is checked before the caller sees a line; leaving the ``async with`` closes
         the runner request (and so the runner's request to Ollama).
         """
-        try:
-            request = self._http.request(
-                "POST", self._path(model), json_body=body, headers=self._headers(request_id, caller)
-            )
-            async with self._http.stream(request) as response:
-                if response.status_code != 200:
-                    raise _refusal(response, await response.aread())
-                yield self._lines(response), response.headers
-        except httpx.HTTPError as exc:
-            raise translate(exc, RUNNER) from exc
+        request = self._http.request(
+            "POST", self._path(model), json_body=body, headers=self._headers(request_id, caller)
+        )
+        async with self._http.stream(request) as response:
+            if response.status_code != 200:
+                raise _refusal(response, await response.aread())
+            yield self._lines(response), response.headers
 
     @staticmethod
     async def _lines(response: httpx.Response) -> AsyncIterator[str]:
@@ -149,32 +134,26 @@ class RunnerClient:
 
     async def start_job(self, job_id: str, request_id: str, caller: Caller) -> None:
         """Ask the runner to run a stored job (on AWS: an asynchronous invoke, queued by Lambda)."""
-        try:
-            request = self._http.request(
-                "POST",
-                f"/v1/jobs/{job_id}/run",
-                headers=self._headers(request_id, caller),
-                extensions={ASYNC_INVOKE: True},
-            )
-            response = await self._http.send(request)
-        except httpx.HTTPError as exc:
-            raise translate(exc, RUNNER) from exc
+        request = self._http.request(
+            "POST",
+            f"/v1/jobs/{job_id}/run",
+            headers=self._headers(request_id, caller),
+            extensions={ASYNC_INVOKE: True},
+        )
+        response = await self._http.send(request)
         if response.status_code not in (200, 202):
             raise _refusal(response, response.content)
 
     async def ready(self, request_id: str) -> tuple[int, dict[str, Any]]:
         """The runner's /readyz status and body."""
-        try:
-            request = self._http.request(
-                "GET",
-                "/readyz",
-                headers=self._headers(request_id),
-                timeout=httpx.Timeout(5.0),
-                extensions={NO_BUSY_RETRY: True},  # a probe must answer now, not retry a busy runner
-            )
-            response = await self._http.send(request)
-        except httpx.HTTPError as exc:
-            raise translate(exc, RUNNER) from exc
+        request = self._http.request(
+            "GET",
+            "/readyz",
+            headers=self._headers(request_id),
+            timeout=httpx.Timeout(5.0),
+            extensions={NO_BUSY_RETRY: True},  # a probe must answer now, not retry a busy runner
+        )
+        response = await self._http.send(request)
         try:
             data = response.json()
         except ValueError:

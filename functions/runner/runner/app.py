@@ -122,9 +122,7 @@ class Runner:
 
     async def run(self, request: Request) -> Response:
         model = request.path_params["model"]
-        data = await read_json_object(
-            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
-        )
+        data = await read_json_object(request, self.settings)
         generation = parse_generation_request(data, max_prompt_chars=self.settings.max_prompt_chars)
         stream = generation.get("stream", False)
         prepared = self.ollama.prepare(*ollama_request(model, generation))
@@ -208,9 +206,7 @@ class Runner:
     async def embed(self, request: Request) -> Response:
         """Embeddings take the slot like a generation: the model runs either way."""
         model = request.path_params["model"]
-        data = await read_json_object(
-            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
-        )
+        data = await read_json_object(request, self.settings)
         embedding = parse_embedding_request(data, max_prompt_chars=self.settings.max_prompt_chars)
         prepared = self.ollama.prepare(*ollama_embed_request(model, embedding))
         budget = Budget.of(request)
@@ -233,9 +229,7 @@ class Runner:
             raise RouteNotFound(f"There is no route {request.url.path}.")
         body = None
         if request.method == "POST":
-            body = await read_json_object(
-                request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_read_timeout_s
-            )
+            body = await read_json_object(request, self.settings)
         status, answer = await self.metadata_cache.get(cast(MetadataKind, kind), body)
         return JSONResponse(answer, status_code=status)
 
@@ -303,8 +297,11 @@ def create_app(
     ollama = OllamaClient(
         settings.ollama_url, timeout=settings.ollama_timeout, transport=ollama_transport, pace=settle.pace
     )
+    file_lock = None  # the lock this app opened, and so closes
+    if host_lock is None:
+        host_lock = file_lock = FileHostLock(settings.lock_path)
     slot = GenerationSlot(
-        host_lock or FileHostLock(settings.lock_path),
+        host_lock,
         queue_store or build_queue_store(settings.state, settings.queue_limits),
         poll_interval_s=settings.lock_poll_interval_s,
         settle=settle,
@@ -329,6 +326,9 @@ def create_app(
         await slot.aclose()
         await jobs.aclose()
         await ollama.aclose()
+        settle.close()
+        if file_lock is not None:
+            file_lock.close()
 
     app = Starlette(
         routes=[

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import anyio
 import httpx
-from servicekit.upstream import Upstream, translate, translate_mid_stream
+from servicekit.upstream import Upstream, json_object, translate_mid_stream
 
 from runner.errors import InvalidRequest, ModelNotFound, UpstreamError
 from runner.settle import TokenPace
@@ -57,12 +57,7 @@ def _raise_for_status(response: httpx.Response, body: bytes, model: str) -> None
 
 
 def _parse_chunk(line: bytes | str) -> OllamaChunk:
-    try:
-        data = json.loads(line)
-    except ValueError:
-        raise UpstreamError("Ollama sent a line that is not JSON.") from None
-    if not isinstance(data, dict):
-        raise UpstreamError("Ollama sent a line that is not a JSON object.")
+    data = json_object(line, "Ollama sent a line")
     if isinstance(data.get("error"), str):
         raise UpstreamError(f"Ollama reported an error: {data['error']}")
     return cast(OllamaChunk, data)
@@ -87,29 +82,26 @@ class OllamaClient:
         self.pace = pace or TokenPace()  # the gaps between chunks, which size the settle
         self.name = f"Ollama at {base_url}"
         # One generation at a time: a few connections (the generation, a readiness probe) suffice.
-        self._http = Upstream(base_url, timeout=timeout, transport=transport, max_connections=4)
+        self._http = Upstream(base_url, name=self.name, timeout=timeout, transport=transport, max_connections=4)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def version(self) -> str:
         """Ollama's version; raises :class:`UpstreamError` when it does not answer properly."""
-        try:
-            response = await self._http.send(self._http.request("GET", "/api/version", timeout=httpx.Timeout(2.0)))
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name) from exc
+        response = await self._http.send(self._http.request("GET", "/api/version", timeout=httpx.Timeout(2.0)))
         _raise_for_status(response, response.content, "")
-        data: Any = response.json() if response.content else {}
+        try:
+            data: Any = response.json() if response.content else {}
+        except ValueError:
+            raise UpstreamError("Ollama answered /api/version with something that is not JSON.") from None
         return str(data.get("version", "unknown")) if isinstance(data, dict) else "unknown"
 
     async def metadata(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         """Ollama's answer to a metadata request (``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version``):
         its status and decoded JSON, errors included (a 404 from /api/show is an answer, not a failure)."""
-        try:
-            request = self._http.request(method, path, json_body=body, timeout=httpx.Timeout(METADATA_TIMEOUT_S))
-            response = await self._http.send(request)
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name) from exc
+        request = self._http.request(method, path, json_body=body, timeout=httpx.Timeout(METADATA_TIMEOUT_S))
+        response = await self._http.send(request)
         if response.status_code >= 500:
             raise UpstreamError(f"Ollama answered {response.status_code}: {_error_message(response.content)}")
         try:
@@ -119,15 +111,12 @@ class OllamaClient:
 
     async def has_model(self, model: str) -> bool:
         """Whether Ollama lists ``model`` in /api/tags (``name`` and ``name:latest`` are the same model)."""
-        try:
-            response = await self._http.send(self._http.request("GET", "/api/tags", timeout=httpx.Timeout(2.0)))
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name) from exc
+        response = await self._http.send(self._http.request("GET", "/api/tags", timeout=httpx.Timeout(2.0)))
         _raise_for_status(response, response.content, "")
         try:
             listed = response.json().get("models") or []
             names = {str(m.get(key, "")) for m in listed for key in ("name", "model")}
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):
             raise UpstreamError("Ollama's /api/tags is not a list of models.") from None
         return model in names or f"{model}:latest" in names or model.removesuffix(":latest") in names
 
@@ -156,10 +145,7 @@ class OllamaClient:
         raise UpstreamError("Ollama ended the stream before the generation was done.")
 
     async def embed(self, prepared: PreparedGeneration) -> OllamaEmbedReply:
-        try:
-            response = await self._http.send(prepared.request)
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name) from exc
+        response = await self._http.send(prepared.request)
         _raise_for_status(response, response.content, prepared.model)
         try:
             data = response.json()
@@ -175,16 +161,13 @@ class OllamaClient:
 
         Leaving the ``async with`` closes the connection to Ollama, which stops the generation.
         """
-        try:
-            async with self._http.stream(prepared.request) as response:
-                if response.status_code >= 400:
-                    _raise_for_status(response, await response.aread(), prepared.model)
-                chunks = _Chunks(response.aiter_lines(), self.pace, self.name)
-                yield chunks
-                if chunks.done:
-                    await chunks.drain()
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name) from exc
+        async with self._http.stream(prepared.request) as response:
+            if response.status_code >= 400:
+                _raise_for_status(response, await response.aread(), prepared.model)
+            chunks = _Chunks(response.aiter_lines(), self.pace, self.name)
+            yield chunks
+            if chunks.done:
+                await chunks.drain()
 
 
 class _Chunks:

@@ -109,6 +109,10 @@ class Settle:
         interval = self.pace.interval_s()
         return self.max_s if interval is None else min(self.max_s, interval * SETTLE_FACTOR)
 
+    def close(self) -> None:
+        if self._mark is not None:
+            self._mark.close()
+
     def lock_taken(self) -> None:
         if self._mark is not None and self._mark.take():
             self._took_over = True

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 
 from servicekit.errors import BodyReadTimeout, BodyTooLarge, InvalidJSON, InvalidRequest
+
+
+class BodyLimits(Protocol):
+    """What limits a request body: chat's and the runner's Settings (MAX_BODY_BYTES, BODY_READ_TIMEOUT_S)."""
+
+    @property
+    def max_body_bytes(self) -> int: ...
+
+    @property
+    def body_read_timeout_s(self) -> float: ...
 
 
 async def read_body(request: Request, *, max_bytes: int, timeout_s: float) -> bytes:
@@ -30,8 +40,8 @@ async def read_body(request: Request, *, max_bytes: int, timeout_s: float) -> by
     return b"".join(chunks)
 
 
-async def read_json_object(request: Request, *, max_bytes: int, timeout_s: float) -> dict[str, Any]:
-    raw = await read_body(request, max_bytes=max_bytes, timeout_s=timeout_s)
+async def read_json_object(request: Request, limits: BodyLimits) -> dict[str, Any]:
+    raw = await read_body(request, max_bytes=limits.max_body_bytes, timeout_s=limits.body_read_timeout_s)
     try:
         data = json.loads(raw)
     except UnicodeDecodeError:

@@ -20,7 +20,6 @@ WEIGHT_HEADER = "x-caller-weight"
 MAX_WAITING_HEADER = "x-caller-max-waiting"
 # "1" when the name is an API key's (bounded: metrics may use it as a label), absent for an address.
 KEYED_HEADER = "x-caller-keyed"
-CALLER_HEADERS = (NAME_HEADER, WEIGHT_HEADER, MAX_WAITING_HEADER, KEYED_HEADER)
 # A request that reaches the runner without a caller (a direct call on loopback, say).
 ANONYMOUS = "anonymous"
 

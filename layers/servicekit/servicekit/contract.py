@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from typing import (
     Annotated,
     Any,
+    ClassVar,
+    Generic,
     Literal,
     NotRequired,
     Required,
+    TypeVar,
     Union,
     get_args,
     get_origin,
@@ -25,30 +28,46 @@ from typing import (
 )
 
 INT_LIMIT = 2**31
+# What str.strip() takes for whitespace, spelled out: the schema's "not blank" pattern must mean in
+# every regex engine what the validators mean. ECMA's \s (OpenAPI tools') is not Python's: it
+# lacks \x1c-\x1f and \x85 and has \ufeff, so "\S" let a generator send "\x1c" as a valid prompt.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+NON_BLANK_PATTERN = "[^" + "".join(f"\\u{ord(c):04x}" for c in WHITESPACE) + "]"
+N = TypeVar("N", int, float)
 
 
 @dataclass(frozen=True, slots=True)
-class Range:
-    """A number from ``minimum`` to ``maximum``, both included."""
+class Bounds(Generic[N]):
+    """From ``minimum`` to ``maximum``, both included; what is bounded is the subclass's."""
 
-    minimum: float
-    maximum: float
+    keywords: ClassVar[tuple[str, str]]  # its JSON Schema's names for the two
+    minimum: N
+    maximum: N
 
 
-@dataclass(frozen=True, slots=True)
-class Items:
+class Range(Bounds[float]):
+    """A number from ``minimum`` to ``maximum``."""
+
+    __slots__ = ()
+    keywords = ("minimum", "maximum")
+
+
+class Items(Bounds[int]):
     """A list of ``minimum`` to ``maximum`` items."""
 
-    minimum: int
-    maximum: int
+    __slots__ = ()
+    keywords = ("minItems", "maxItems")
 
 
-@dataclass(frozen=True, slots=True)
-class Length:
+class Length(Bounds[int]):
     """A string of ``minimum`` to ``maximum`` characters (numbers beside it in a union are not limited)."""
 
-    minimum: int
-    maximum: int
+    __slots__ = ()
+    keywords = ("minLength", "maxLength")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +85,8 @@ class Describe:
     text: str
 
 
-Meta = Range | Items | Length | NonBlank | PromptText | Describe
+Meta = Bounds[Any] | NonBlank | PromptText | Describe
+META_CLASSES = (Bounds, NonBlank, PromptText, Describe)  # Meta's, for isinstance (which takes no Bounds[Any])
 
 
 def unwrap(hint: Any) -> tuple[Any, tuple[Meta, ...]]:
@@ -75,7 +95,7 @@ def unwrap(hint: Any) -> tuple[Any, tuple[Meta, ...]]:
         hint = get_args(hint)[0]
     if get_origin(hint) is Annotated:
         base, *meta = get_args(hint)
-        return base, tuple(m for m in meta if isinstance(m, Meta))
+        return base, tuple(m for m in meta if isinstance(m, META_CLASSES))
     return hint, ()
 
 
@@ -94,14 +114,10 @@ def json_schema(hint: Any, *, max_prompt_chars: int, refs: dict[type, str] | Non
     refs = refs or {}
     schema = _base_schema(base, max_prompt_chars=max_prompt_chars, refs=refs)
     for item in meta:
-        if isinstance(item, Range):
-            schema.update(minimum=item.minimum, maximum=item.maximum)
-        elif isinstance(item, Items):
-            schema.update(minItems=item.minimum, maxItems=item.maximum)
-        elif isinstance(item, Length):
-            schema.update(minLength=item.minimum, maxLength=item.maximum)
+        if isinstance(item, Bounds):
+            schema.update(zip(item.keywords, (item.minimum, item.maximum), strict=True))
         elif isinstance(item, NonBlank):
-            schema.update(minLength=1, pattern="\\S")
+            schema.update(minLength=1, pattern=NON_BLANK_PATTERN)
         elif isinstance(item, PromptText):
             schema["maxLength"] = max_prompt_chars
         elif isinstance(item, Describe):

@@ -6,7 +6,8 @@ request (measured here: ~0.35 ms per hop). The default transport is aiohttp's cl
 ``httpx-aiohttp`` (its C HTTP parser saves another ~0.3 ms per hop over httpcore); anything that
 speaks ``httpx.AsyncBaseTransport`` can stand in — tests pass ``httpx.ASGITransport``, chat on
 AWS passes its Lambda invoke transport. :func:`translate` and :func:`translate_mid_stream` turn
-httpx's errors into ours, the same way for every hop; each client raises them at its edge.
+httpx's errors into ours, the same way for every hop: :class:`Upstream` raises the first kind,
+the clients' stream readers the second; :func:`json_object` refuses what is not a JSON object.
 """
 
 from __future__ import annotations
@@ -39,6 +40,17 @@ def translate_mid_stream(exc: httpx.HTTPError, upstream: str) -> UpstreamError:
     return UpstreamError(f"The connection to {upstream} broke mid-stream: {type(exc).__name__}.")
 
 
+def json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """An upstream's line or body as a JSON object; ``what`` says who sent it ("Ollama sent a line")."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise UpstreamError(f"{what} that is not JSON.") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"{what} that is not a JSON object.")
+    return data
+
+
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
     # Imported on first use: aiohttp is ~100 ms of a cold start, and chat on AWS never needs it.
     from httpx_aiohttp import AiohttpTransport
@@ -52,11 +64,13 @@ class Upstream:
         self,
         base_url: str,
         *,
+        name: str,
         timeout: httpx.Timeout,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 100,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.name = name  # for people, in error messages: "the runner", "Ollama at ..."
         self._timeout = timeout.as_dict()
         self._given_transport = transport
         self._max_connections = max_connections
@@ -93,22 +107,33 @@ class Upstream:
         )
 
     async def send(self, request: httpx.Request) -> httpx.Response:
-        """Send and read the whole response."""
-        response = await self._transport.handle_async_request(request)
+        """Send and read the whole response; httpx's errors are raised as ours (:func:`translate`)."""
         try:
-            await response.aread()
-        finally:
-            await response.aclose()
+            response = await self._transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.name) from exc
         return response
 
     @asynccontextmanager
     async def stream(self, request: httpx.Request) -> AsyncIterator[httpx.Response]:
-        """Send; the body is read by the caller; leaving closes the connection's response."""
-        response = await self._transport.handle_async_request(request)
+        """Send; the body is read by the caller; leaving closes the connection's response.
+
+        httpx's errors in sending, closing, or reading a body whole inside are raised as ours
+        (:func:`translate`); a stream that breaks while read line by line is the reader's to
+        report (:func:`translate_mid_stream`).
+        """
         try:
-            yield response
-        finally:
-            await response.aclose()
+            response = await self._transport.handle_async_request(request)
+            try:
+                yield response
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.name) from exc
 
     async def aclose(self) -> None:
         if self._given_transport is not None or self._default is not None:

@@ -13,11 +13,11 @@ Which dialect a path speaks — and so the shape of its error bodies — is :fun
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from servicekit.errors import BodyRenderer, UpstreamError, error_envelope
+from servicekit.upstream import json_object
 
 from chat.dialects import ollama, openai
 from chat.errors import RunnerRefused
@@ -48,12 +48,7 @@ def error_renderer(path: str) -> BodyRenderer:
 async def runner_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
     """The runner's stream, decoded: chunks, then the ``done`` summary; its error line is raised."""
     async for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            raise UpstreamError("The runner sent a line that is not JSON.") from None
-        if not isinstance(event, dict):
-            raise UpstreamError("The runner sent a line that is not a JSON object.")
+        event = json_object(line, "The runner sent a line")
         if isinstance(event.get("error"), dict):
             raise RunnerRefused(502, event["error"], {})
         if "queued" in event:  # the runner's place-in-queue lines: no dialect sends them on
