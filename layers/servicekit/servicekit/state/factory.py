@@ -89,8 +89,11 @@ def key_store(state: StateSettings) -> KeyStore:
 
 
 def queue_store(state: StateSettings, limits: QueueLimits) -> QueueStore:
-    """The host's queue in the state database. On AWS (until the DynamoDB store of issue 11) it is
-    the invocation's own SQLite file in /tmp: reserved concurrency 1 makes it a queue of one."""
+    """The deployment's one queue: in the state database, or in the DynamoDB table on AWS."""
+    if state.table:
+        from servicekit.queue.dynamo_store import DynamoQueueStore
+
+        return DynamoQueueStore(connect=_dynamodb_table(state.table), limits=limits)
     from servicekit.queue.sqlite_store import SqliteQueueStore
 
     return SqliteQueueStore(state_database(state.directory), limits)
