@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -30,10 +30,10 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from servicekit.lambda_event import LambdaInvoker, http_api_event, response_parts
 from servicekit.timebudget import TIME_LEFT_HEADER, seconds_left, time_left_header
 
 from chat.errors import RunnerBusy, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from chat.lambda_event import http_api_event, response_parts
 
 THROTTLED = "TooManyRequestsException"
 BACKOFF_BASE_S = 0.05
@@ -44,12 +44,6 @@ NO_BUSY_RETRY = "no_busy_retry"
 # A request with this extension is invoked asynchronously (InvocationType=Event): Lambda queues
 # it (up to the runner's MaximumEventAgeInSeconds) while the runner is busy, and answers 202.
 ASYNC_INVOKE = "async_invoke"
-
-
-class LambdaInvoker(Protocol):
-    """The one boto3 Lambda client method we use (a stand-in in tests)."""
-
-    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> Mapping[str, Any]: ...
 
 
 class _Throttled(Exception):

@@ -19,6 +19,7 @@ from servicekit.state.statedir import default_state_dir
 
 if TYPE_CHECKING:
     from servicekit.jobs.store import JobStore
+    from servicekit.queue.drain_lease import DrainLease
     from servicekit.queue.model import QueueLimits
     from servicekit.queue.store import QueueStore
     from servicekit.state.keys import KeyStore
@@ -97,3 +98,12 @@ def queue_store(state: StateSettings, limits: QueueLimits) -> QueueStore:
     from servicekit.queue.sqlite_store import SqliteQueueStore
 
     return SqliteQueueStore(state_database(state.directory), limits)
+
+
+def drain_lease(state: StateSettings) -> DrainLease | None:
+    """On AWS, the item that says a runner invocation is draining jobs; None elsewhere (no drains)."""
+    if not state.table:
+        return None
+    from servicekit.queue.drain_lease import DrainLease
+
+    return DrainLease(connect=_dynamodb_table(state.table))
