@@ -36,7 +36,7 @@ from servicekit.observe.metrics import PrometheusMetrics
 from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics
 from servicekit.observe.record import RequestRecord, record_of
 from servicekit.observe.settings import ObserveSettings
-from servicekit.queue.drain_lease import DrainLease
+from servicekit.queue.drain_lease import DRAIN_PATH, DrainLease
 from servicekit.queue.model import Standing
 from servicekit.queue.store import QueueStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
@@ -53,7 +53,7 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from runner.budget import Budget
-from runner.drain import DRAIN_PATH, JOB_TOO_LONG, Drain
+from runner.drain import JOB_TOO_LONG, Drain
 from runner.guard import ChatOnly, startup_notice
 from runner.hostlock import FileHostLock, HostLock
 from runner.jobs import JobRunner

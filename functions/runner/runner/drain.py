@@ -31,25 +31,19 @@ from typing import Literal
 import anyio
 from servicekit.errors import ServiceError
 from servicekit.lambda_event import LambdaInvoker, http_api_event
-from servicekit.queue.drain_lease import DRAIN_RENEW_S, DrainLease
-from servicekit.queue.model import Snapshot, Ticket
+from servicekit.queue.drain_lease import DRAIN_PATH, DRAIN_RENEW_S, DrainLease, job_at_head
+from servicekit.queue.model import Ticket
 
 from runner.budget import Budget
 from runner.jobs import JobRunner
 from runner.slot import GenerationSlot, Grant
 
 logger = logging.getLogger("runner.drain")
-DRAIN_PATH = "/v1/queue/drain"
 # A drain stops claiming jobs when less than this (or twice its longest job) is left.
 HANDOVER_RESERVE_S = 60.0
 JOB_TOO_LONG = "the runner function's timeout (900 s on AWS) bounds a job; ask for fewer tokens (options.num_predict)"
 RUNNER_LOST = {"code": "runner_lost", "message": "The runner invocation running this job stopped."}
 DrainOutcome = Literal["idle", "drained", "handed_over"]
-
-
-def runnable(snapshot: Snapshot) -> bool:
-    """Whether a drain has work: the head is a job."""
-    return snapshot.head is not None and snapshot.head["holder"] is None
 
 
 class Drain:
@@ -72,7 +66,7 @@ class Drain:
         """Drain the queue's jobs while time allows (``time_left``: this invocation's seconds left)."""
         queue, holder = self.slot.queue, self.slot.holder
         snapshot = await queue.snapshot(now=time.time())
-        if not runnable(snapshot):
+        if not job_at_head(snapshot):
             return "idle"
         await self._fail_orphan(snapshot.running)
         await self.lease.take(holder, now=time.time())
@@ -87,7 +81,7 @@ class Drain:
                     # The handshake with chat: let go of the lease, *then* look again.
                     await self.lease.release(holder)
                     holding_lease = False
-                    if not runnable(await queue.snapshot(now=time.time())):
+                    if not job_at_head(await queue.snapshot(now=time.time())):
                         return "drained"
                     await self.lease.take(holder, now=time.time())
                     holding_lease = True
@@ -102,7 +96,7 @@ class Drain:
                 )
                 current.clear()
                 if not enough:
-                    if runnable(await queue.snapshot(now=time.time())):
+                    if job_at_head(await queue.snapshot(now=time.time())):
                         await self._invoke_self()
                         return "handed_over"
                     return "drained"
@@ -138,7 +132,7 @@ class Drain:
     async def hand_over_if_jobs_wait(self) -> None:
         """After a chat's generation: kick a drain if a job is at the head and none is draining."""
         snapshot = await self.slot.queue.snapshot(now=time.time())
-        if runnable(snapshot) and not await self.lease.live(now=time.time()):
+        if job_at_head(snapshot) and not await self.lease.live(now=time.time()):
             await self._invoke_self()
 
     async def _invoke_self(self) -> None:

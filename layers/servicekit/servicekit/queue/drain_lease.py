@@ -17,17 +17,28 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
+from servicekit.queue.model import Snapshot
 from servicekit.state.dynamo import ConditionFailed, DynamoTable, to_item
 
 DRAIN_ID = "queue#drain"
+# The runner's route a kick invokes (asynchronously): chat's, or a drain handing over to the next.
+DRAIN_PATH = "/v1/queue/drain"
 # A drain renews its lease this often; a lease lasts DRAIN_LEASE_S (a dead drain is noticed by then).
 DRAIN_RENEW_S = 2.0
 DRAIN_LEASE_S = 10.0
 
 
+def job_at_head(snapshot: Snapshot) -> bool:
+    """Whether a drain has work: the head of the queue is a job (a ticket nobody waits on)."""
+    return snapshot.head is not None and snapshot.head["holder"] is None
+
+
 class DrainLease:
-    def __init__(self, table: Any = None, *, connect: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, table: Any = None, *, connect: Callable[[], Any] | None = None, lease_s: float = DRAIN_LEASE_S
+    ) -> None:
         self._db = DynamoTable(table, connect=connect)
+        self.lease_s = lease_s
 
     async def live(self, *, now: float) -> bool:
         """Whether a drain holds the lease now."""
@@ -35,7 +46,7 @@ class DrainLease:
         return item is not None and float(item.get("lease_until", 0)) >= now
 
     async def take(self, holder: str, *, now: float) -> None:
-        item = {"id": DRAIN_ID, "holder": holder, "lease_until": now + DRAIN_LEASE_S, "expires_at": int(now) + 86400}
+        item = {"id": DRAIN_ID, "holder": holder, "lease_until": now + self.lease_s, "expires_at": int(now) + 86400}
         await self._db.call(lambda: self._db.table.put_item(Item=to_item(item)))
 
     async def renew(self, holder: str, *, now: float) -> bool:
@@ -46,7 +57,7 @@ class DrainLease:
                     Key={"id": DRAIN_ID},
                     UpdateExpression="SET lease_until = :lease",
                     ConditionExpression="holder = :me",
-                    ExpressionAttributeValues=to_item({":lease": now + DRAIN_LEASE_S, ":me": holder}),
+                    ExpressionAttributeValues=to_item({":lease": now + self.lease_s, ":me": holder}),
                 )
             )
         except ConditionFailed:
