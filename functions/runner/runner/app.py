@@ -268,14 +268,15 @@ class Runner:
         job = await self.jobs.store.get(job_id, now=now) if is_job_id(job_id) else None
         if job is None:
             raise JobNotFound(f"There is no job {job_id}.")
-        if job["status"] != "queued":  # a duplicate delivery: it ran, or it will not run
-            return JSONResponse({"id": job_id, "status": job["status"]})
-        caller = caller_of(request.scope)
         if "aws.context" in request.scope and self.drain is not None:
-            # Chat queued the job's ticket (AWS); this asynchronous invocation is a kick: drain.
+            # Chat queued the job's ticket (AWS); this asynchronous invocation is a kick, late or
+            # not: drain whatever jobs are at the head (none: one read, and it returns).
             await self._drain(request)
             after = await self.jobs.store.get(job_id, now=time.time())
             return JSONResponse({"id": job_id, "status": after["status"] if after is not None else "expired"})
+        if job["status"] != "queued":  # a duplicate delivery: it ran, or it will not run
+            return JSONResponse({"id": job_id, "status": job["status"]})
+        caller = caller_of(request.scope)
         if "aws.context" in request.scope:
             # Without the shared queue (a Lambda handler run on SQLite, as `local.invoke` does): the
             # invocation is the worker. End the job cleanly before Lambda would kill it.
