@@ -87,8 +87,15 @@ def aws_stack(
     chat_deadline_s: float = 27.0,
     drain_lease_s: float = 10.0,
     retry_attempts: int = 2,
+    before: bool = False,
+    job_progress_interval_s: float = 0.05,
 ) -> Iterator[AwsStack]:
-    """The stack; Lambda's async retry delays multiplied by ``time_scale`` (1 s becomes 10 ms)."""
+    """The stack; Lambda's async retry delays multiplied by ``time_scale`` (1 s becomes 10 ms).
+
+    ``before``: the design before the queue on AWS, kept for the bench's comparison: chat retries
+    a throttled invoke with full-jitter backoff, a job is one asynchronous invoke that Lambda
+    retries while the runner is busy, and each runner invocation has a queue of its own.
+    """
     with mock_aws(), serve_in_thread(fake.app) as ollama_url, tempfile.TemporaryDirectory() as tmp:
         resource = boto3.resource("dynamodb", region_name=REGION, aws_access_key_id="testing",
                                   aws_secret_access_key="testing")  # fmt: skip
@@ -101,7 +108,10 @@ def aws_stack(
             directory = Path(tmp) / f"runner-{next(containers)}"
             settings = RunnerSettings(ollama_url=ollama_url, state=StateSettings(directory=str(directory)),
                                       lock_path=str(directory / "runner.lock"), function_name=RUNNER,
-                                      job_progress_interval_s=0.05, job_lease_s=2)  # fmt: skip
+                                      job_progress_interval_s=job_progress_interval_s,
+                                      job_lease_s=max(2.0, 4 * job_progress_interval_s))  # fmt: skip
+            if before:
+                return lambda_handler(create_runner_app(settings, job_store=DynamoJobStore(table)))
             app = create_runner_app(
                 settings,
                 job_store=DynamoJobStore(table),
@@ -116,6 +126,12 @@ def aws_stack(
         itself.runner = runner
 
         def chat_handler() -> Handler:
+            if before:
+                settings = ChatSettings(runner_function=RUNNER, auth="off", chat_deadline_s=chat_deadline_s,
+                                        state=StateSettings(directory=tmp))  # fmt: skip
+                transport = LambdaInvokeTransport(runner, RUNNER, default_deadline_s=chat_deadline_s)
+                app = create_chat_app(settings, runner_transport=transport, job_store=DynamoJobStore(table))
+                return lambda_handler(app)
             settings = ChatSettings(runner_function=RUNNER, auth="off", chat_deadline_s=chat_deadline_s,
                                     state=StateSettings(table=TABLE, directory=tmp))  # fmt: skip
             queue = LambdaQueue(DynamoQueueStore(table, limits=settings.queue_limits),

@@ -106,6 +106,7 @@ class InProcessLambda:
         self.attempts: list[Attempt] = []
         self.throttles = 0
         self.expired_events: list[dict[str, Any]] = []
+        self._pending = 0  # asynchronous events not yet run or dropped
 
     # -- the Lambda API ------------------------------------------------------------------------------
 
@@ -176,15 +177,28 @@ class InProcessLambda:
 
     # -- the asynchronous queue -------------------------------------------------------------------------
 
+    def pending(self) -> int:
+        """Asynchronous events Lambda still holds (to run, or to retry)."""
+        return self._pending
+
     def _later(self, delay_s: float, event: dict[str, Any], accepted: float, throttled: int, errors: int) -> None:
         if self._closed:
             return
+        with self._guard:
+            self._pending += 1
         timer = threading.Timer(delay_s, self._attempt, (event, accepted, throttled, errors))
         timer.daemon = True
         self._timers.append(timer)
         timer.start()
 
     def _attempt(self, event: dict[str, Any], accepted: float, throttled: int, errors: int) -> None:
+        try:
+            self._attempt_once(event, accepted, throttled, errors)
+        finally:
+            with self._guard:
+                self._pending -= 1
+
+    def _attempt_once(self, event: dict[str, Any], accepted: float, throttled: int, errors: int) -> None:
         if time.monotonic() - accepted > self.max_event_age_s * self.time_scale:
             self.expired_events.append(event)
             return
