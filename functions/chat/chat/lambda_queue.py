@@ -3,9 +3,10 @@
 The runner function has reserved concurrency 1, so nothing can wait *inside* it: chat queues
 the ticket itself (:class:`~servicekit.queue.dynamo_store.DynamoQueueStore`, the same order
 rules as locally), reads the queue every ``POLL_S`` (``NEXT_POLL_S`` once it is next) until its
-ticket is the head with nothing running, and only then invokes the runner, which claims that ticket (``X-Queue-Ticket``).
-While it waits it renews its ticket's lease (a chat that died drops out), and, when a job is at
-the head with no drain running, kicks one (at most every ``KICK_EVERY_S``).
+ticket is the head with nothing running, and only then invokes the runner, which claims that
+ticket (``X-Queue-Ticket``). While it waits it renews its ticket's lease (a chat that died
+drops out), and, when a job is at the head with no drain running, kicks one (at most every
+``KICK_EVERY_S``).
 
 Past chat's deadline (less than ``WAIT_RESERVE_S`` left) it gives up: ``503 queue_timeout`` with
 the ticket's real position and a ``Retry-After`` from its ETA, and the ticket is removed.
