@@ -199,6 +199,8 @@ class InProcessLambda:
                 self._pending -= 1
 
     def _attempt_once(self, event: dict[str, Any], accepted: float, throttled: int, errors: int) -> None:
+        if self._closed:
+            return
         if time.monotonic() - accepted > self.max_event_age_s * self.time_scale:
             self.expired_events.append(event)
             return

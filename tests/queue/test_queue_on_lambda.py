@@ -161,3 +161,20 @@ async def test_a_runner_invocation_that_dies_mid_job_loses_that_job_only(fake: F
         assert job["error"]["code"] == "runner_lost"
         await eventually_status(aws, after, "succeeded")
     assert any(a.outcome == "killed" for a in aws.runner.attempts)
+
+
+async def test_a_chat_goes_between_jobs_and_its_invocation_hands_the_rest_to_a_drain(
+    aws: AwsStack, fake: FakeOllama
+) -> None:
+    fake.faults.token_delay_s = 0.15
+    first = (await asyncio.to_thread(aws.call, "POST", "/v1/jobs", {"prompt": "job first"})).body["id"]
+    await eventually_status(aws, first, "running")
+    second = (await asyncio.to_thread(aws.call, "POST", "/v1/jobs", {"prompt": "job second"})).body["id"]
+    reply = await chat(aws, "chat between", "198.51.100.7")  # waits for the drain to return to it
+    assert reply.status == 200
+    assert reply.headers["x-queue-position"] == "1"  # interactive: ahead of the queued job
+    await eventually_status(aws, second, "succeeded")
+    assert fake.recorder.prompts == ["job first", "chat between", "job second"]
+    assert fake.recorder.peak == 1
+    # The second job was not left waiting for a new POST: a drain ran it (kicked after the chat).
+    assert [a.path for a in aws.runner.attempts if a.kind == "async"][-1] == "/v1/queue/drain"
