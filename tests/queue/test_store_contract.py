@@ -168,3 +168,13 @@ async def test_eta_is_the_expected_time_of_everyone_ahead(store: QueueStore) -> 
     assert snapshot.standings["c"].eta_s == pytest.approx(2.0)  # b's remaining 3 - 1
     assert snapshot.standings["d"].eta_s == pytest.approx(5.0)  # then c's 3
     assert snapshot.depth_by_class() == {"interactive": 2, "batch": 0}
+
+
+async def test_once_nothing_waits_the_round_is_over_and_a_returning_caller_starts_afresh(store: QueueStore) -> None:
+    for index in range(3):
+        await store.enqueue(ticket(f"r{index}", "R"), max_waiting=None, now=1.0)
+    assert await served(store, 1.0, ["r0", "r1", "r2"]) == ["r0", "r1", "r2"]
+    # R had three turns in the last busy spell; that is forgotten once the queue went idle.
+    await store.enqueue(ticket("r3", "R"), max_waiting=None, now=2.0)
+    await store.enqueue(ticket("n0", "N"), max_waiting=None, now=2.0)
+    assert await served(store, 2.0, ["r3", "n0"]) == ["r3", "n0"]

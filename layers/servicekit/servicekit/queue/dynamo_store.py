@@ -55,6 +55,8 @@ TICKET_PREFIX = "queue#t#"
 # Tickets are removed when they end; TTL only sweeps what a crash left behind.
 TICKET_TTL_S = 24 * 3600
 WRITE_ATTEMPTS = 8
+# Callers' finishes left behind by the clock, removed per claim (bounds the update expression).
+PRUNE_PER_WRITE = 20
 _RETRY_JITTER_S = 0.02
 _TICKET_FIELDS = tuple(Ticket.__annotations__)
 
@@ -231,7 +233,7 @@ class DynamoQueueStore:
             else:
                 update.conditions.append(f"{finish} = {update.value(old_finish)}")
             if claimed:
-                self._move_clock(update, read, candidate)
+                self._move_clock(update, read, candidate, keep=finish_name)
             try:
                 await self._db.call(lambda: self._client.update_item(TableName=name, **update.request()))
             except (ConditionFailed, Conflict):
@@ -244,8 +246,10 @@ class DynamoQueueStore:
         return cast(Standing, await self._retry(attempt))
 
     @staticmethod
-    def _move_clock(update: _Update, read: _Read, started: Ticket) -> None:
-        """The class clock moves to the started ticket's virtual start (never back)."""
+    def _move_clock(update: _Update, read: _Read, started: Ticket, keep: str = "") -> None:
+        """The class clock moves to the started ticket's virtual start (never back). A caller's finish
+        at or behind it no longer matters (a new ticket starts at the clock): it goes, so the state
+        item holds only callers served in the current round."""
         klass = started["ticket_class"]
         if started["vstart"] <= read.clock(klass):
             return
@@ -253,6 +257,10 @@ class DynamoQueueStore:
         vstart = update.value(started["vstart"])
         update.clauses["SET"].append(f"{clock} = {vstart}")
         update.conditions.append(f"(attribute_not_exists({clock}) OR {clock} <= {vstart})")
+        behind = [
+            n for n, v in read.state.items() if n.startswith(f"f#{klass}#") and v <= started["vstart"] and n != keep
+        ]
+        update.clauses["REMOVE"].extend(update.name(n) for n in behind[:PRUNE_PER_WRITE])
 
     def _claim_writes(
         self,
@@ -293,7 +301,7 @@ class DynamoQueueStore:
         return writes
 
     async def _transact(self, writes: list[dict[str, Any]], update: _Update) -> None:
-        if update.clauses["SET"] or update.clauses["DELETE"]:
+        if update.clauses["SET"] or update.clauses["DELETE"] or update.clauses["REMOVE"]:
             writes = [*writes, {"Update": {"TableName": self._db.table.name, **update.request()}}]
         if writes:
             await self._db.call(lambda: self._client.transact_write_items(TransactItems=writes))
@@ -334,11 +342,27 @@ class DynamoQueueStore:
             started, writes = self._claim_writes(
                 after, self._snapshot(after, now), update, holder, mine, now, take_jobs
             )
+            if started is None and ended:
+                self._forget_round(update, read, after, ended[0]["ticket_class"], now)
             sweep = self._sweep(read, update, now, also=[ticket_id] if ended else [])
             await self._transact([*writes, *sweep], update)
             return started
 
         return cast(Ticket | None, await self._retry(attempt))
+
+    @staticmethod
+    def _forget_round(update: _Update, read: _Read, after: _Read, klass: str, now: float) -> None:
+        """Nothing of ``klass`` waits any more: its round is over, and callers' finishes go (a caller
+        returning later starts at the clock, like a newcomer). Condition: no ticket joined meanwhile.
+        (Without this, one finish per caller ever served would pile up in the state item.)"""
+        if any(t["ticket_class"] == klass and live(t, now) for t in after.tickets):
+            return
+        finishes = [n for n in read.state if n.startswith(f"f#{klass}#")][:PRUNE_PER_WRITE]
+        if not finishes:
+            return
+        update.clauses["REMOVE"].extend(update.name(n) for n in finishes)
+        ids = update.name("ids")
+        update.conditions.append(f"size({ids}) = {update.value(len(read.state.get('ids', ())))}")
 
     async def leave(self, ticket_id: str) -> None:
         name = self._db.table.name

@@ -175,11 +175,19 @@ class SqliteQueueStore:
         take_jobs: bool = True,
     ) -> Ticket | None:
         def finish(db: sqlite3.Connection) -> Ticket | None:
-            row = db.execute("SELECT model FROM queue_tickets WHERE id = ?", (ticket_id,)).fetchone()
+            row = db.execute("SELECT model, ticket_class FROM queue_tickets WHERE id = ?", (ticket_id,)).fetchone()
             db.execute("DELETE FROM queue_tickets WHERE id = ?", (ticket_id,))
             if row is not None and duration_s is not None:
                 self._record(db, row[0], duration_s)
-            return self._claim(db, holder, mine, now, take_jobs)
+            following = self._claim(db, holder, mine, now, take_jobs)
+            if following is None and row is not None:
+                # Nothing of its class waits: the round is over, a returning caller starts afresh.
+                db.execute(
+                    "DELETE FROM queue_callers WHERE ticket_class = ?1 AND NOT EXISTS"
+                    " (SELECT 1 FROM queue_tickets WHERE ticket_class = ?1)",
+                    (row[1],),
+                )
+            return following
 
         return await self.database.write(finish)
 
