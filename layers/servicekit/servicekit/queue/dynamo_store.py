@@ -49,6 +49,7 @@ from servicekit.queue.model import (
     virtual_start,
 )
 from servicekit.state.dynamo import ConditionFailed, Conflict, DynamoTable, from_item, to_item
+from servicekit.state.dynamo_update import Update
 
 STATE_ID = "queue#state"
 TICKET_PREFIX = "queue#t#"
@@ -81,37 +82,6 @@ class _Read:
 
     def clock(self, klass: str) -> float:
         return float(self.state.get(f"v#{klass}", 0.0))
-
-
-class _Update:
-    """An ``UpdateItem`` of the state item, built up clause by clause (names always as placeholders)."""
-
-    def __init__(self) -> None:
-        self.clauses: dict[str, list[str]] = {"SET": [], "ADD": [], "DELETE": [], "REMOVE": []}
-        self.names: dict[str, str] = {}
-        self.values: dict[str, Any] = {}
-        self.conditions: list[str] = []
-
-    def name(self, attribute: str) -> str:
-        placeholder = f"#n{len(self.names)}"
-        self.names[placeholder] = attribute
-        return placeholder
-
-    def value(self, value: Any) -> str:
-        placeholder = f":v{len(self.values)}"
-        self.values[placeholder] = value if isinstance(value, set | frozenset) else to_item({"v": value})["v"]
-        return placeholder
-
-    def request(self) -> dict[str, Any]:
-        expression = " ".join(f"{verb} {', '.join(parts)}" for verb, parts in self.clauses.items() if parts)
-        request: dict[str, Any] = {"Key": _key(STATE_ID), "UpdateExpression": expression}
-        if self.names:
-            request["ExpressionAttributeNames"] = self.names
-        if self.values:
-            request["ExpressionAttributeValues"] = self.values
-        if self.conditions:
-            request["ConditionExpression"] = " AND ".join(self.conditions)
-        return request
 
 
 class DynamoQueueStore:
@@ -222,7 +192,7 @@ class DynamoQueueStore:
                     TableName=name, Item=to_item(item), ConditionExpression="attribute_not_exists(id)"
                 )
             )
-            update = _Update()
+            update = Update(STATE_ID)
             update.clauses["ADD"].append(f"{update.name('ids')} {update.value({ticket['id']})}")
             finish = update.name(finish_name)
             update.clauses["SET"].append(
@@ -246,7 +216,7 @@ class DynamoQueueStore:
         return cast(Standing, await self._retry(attempt))
 
     @staticmethod
-    def _move_clock(update: _Update, read: _Read, started: Ticket, keep: str = "") -> None:
+    def _move_clock(update: Update, read: _Read, started: Ticket, keep: str = "") -> None:
         """The class clock moves to the started ticket's virtual start (never back). A caller's finish
         at or behind it no longer matters (a new ticket starts at the clock): it goes, so the state
         item holds only callers served in the current round."""
@@ -266,7 +236,7 @@ class DynamoQueueStore:
         self,
         read: _Read,
         snap: Snapshot,
-        update: _Update,
+        update: Update,
         holder: str,
         mine: Collection[str],
         now: float,
@@ -290,7 +260,7 @@ class DynamoQueueStore:
         self._move_clock(update, read, started)
         return started, writes
 
-    def _sweep(self, read: _Read, update: _Update, now: float, also: Collection[str] = ()) -> list[dict[str, Any]]:
+    def _sweep(self, read: _Read, update: Update, now: float, also: Collection[str] = ()) -> list[dict[str, Any]]:
         """Deletes of what no longer belongs in the queue: running tickets (whoever holds the slot is the
         only runner), waiting tickets whose lease lapsed, ``also``; and their ids out of the index."""
         gone = {t["id"] for t in read.tickets if t["status"] == "running" or not live(t, now)} | set(also)
@@ -300,7 +270,7 @@ class DynamoQueueStore:
             update.clauses["DELETE"].append(f"{update.name('ids')} {update.value(gone | read.missing)}")
         return writes
 
-    async def _transact(self, writes: list[dict[str, Any]], update: _Update) -> None:
+    async def _transact(self, writes: list[dict[str, Any]], update: Update) -> None:
         if update.clauses["SET"] or update.clauses["DELETE"] or update.clauses["REMOVE"]:
             writes = [*writes, {"Update": {"TableName": self._db.table.name, **update.request()}}]
         if writes:
@@ -309,7 +279,7 @@ class DynamoQueueStore:
     async def claim(self, holder: str, mine: Collection[str], *, now: float, take_jobs: bool = True) -> Ticket | None:
         async def attempt() -> Ticket | None:
             read = await self._read()
-            update = _Update()
+            update = Update(STATE_ID)
             started, writes = self._claim_writes(read, self._snapshot(read, now), update, holder, mine, now, take_jobs)
             if started is None:
                 return None
@@ -330,7 +300,7 @@ class DynamoQueueStore:
     ) -> Ticket | None:
         async def attempt() -> Ticket | None:
             read = await self._read()
-            update = _Update()
+            update = Update(STATE_ID)
             ended = [t for t in read.tickets if t["id"] == ticket_id]
             if ended and duration_s is not None:
                 model = ended[0]["model"]
@@ -351,7 +321,7 @@ class DynamoQueueStore:
         return cast(Ticket | None, await self._retry(attempt))
 
     @staticmethod
-    def _forget_round(update: _Update, read: _Read, after: _Read, klass: str, now: float) -> None:
+    def _forget_round(update: Update, read: _Read, after: _Read, klass: str, now: float) -> None:
         """Nothing of ``klass`` waits any more: its round is over, and callers' finishes go (a caller
         returning later starts at the clock, like a newcomer). Condition: no ticket joined meanwhile.
         (Without this, one finish per caller ever served would pile up in the state item.)"""
