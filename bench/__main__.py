@@ -278,7 +278,7 @@ async def run(quick: bool) -> list[Row]:
     page, curl = await asyncio.to_thread(first_token_page_and_curl, 10 if quick else 30)
     rows.append(Row("time to first token in the chat page, p50", median(page), "ms", "(report)", None))
     rows.append(Row("time to first token with curl (same stack), p50", median(curl), "ms", "(report)", None))
-    rows += aws_rows(await asyncio.to_thread(simulate, quick))
+    rows += aws_rows(await asyncio.to_thread(simulate, False))
     return rows
 
 
@@ -286,10 +286,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
     parser.add_argument("--aws", action="store_true", help="only the AWS simulation (bench/aws_queue.py)")
+    parser.add_argument("--aws-before-jobs", action="store_true",
+                        help="with --aws: also the jobs run of the design before the queue (~9 minutes)")  # fmt: skip
     args = parser.parse_args()
     started = time.time()
     load_before = os.getloadavg()
-    rows = aws_rows(simulate(args.quick)) if args.aws else asyncio.run(run(args.quick))
+    rows = aws_rows(simulate(args.aws_before_jobs)) if args.aws else asyncio.run(run(args.quick))
     header = f"{'measure':<52} {'value':>10} {'unit':<6} {'target':<12} verdict"
     print(header)
     print("-" * len(header))
