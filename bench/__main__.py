@@ -231,7 +231,7 @@ def aws_rows(outcomes: list[Outcome]) -> list[Row]:
     rows = []
     for o in outcomes:
         queue = o.design == "queue"
-        label = f"AWS {o.generations} {o.scenario} of 1 s ({'queue' if queue else 'before the queue'})"
+        label = f"AWS {o.scenario} ({'queue' if queue else 'before'})"  # README: 10 jobs, 5 chats of 1 s
         if o.scenario == "jobs":
             rows.append(Row(f"{label}: GPU busy", o.busy_pct, "%", ">= 95" if queue else "(compare)",
                             o.busy_pct >= 95 if queue else None))  # fmt: skip
