@@ -1,5 +1,6 @@
 """The runner's ASGI app: ``POST /v1/run/{model}``, ``POST /v1/embed/{model}``, ``POST /v1/jobs/{id}/run``,
-``GET|POST /v1/ollama/{tags,show,ps,version}`` (metadata, never queued), ``GET /healthz``, ``GET /readyz``.
+``POST /v1/queue/drain`` (AWS: a kick), ``GET|POST /v1/ollama/{tags,show,ps,version}`` (metadata, never
+queued), ``GET /healthz``, ``GET /readyz``.
 
 ``app`` is built from the environment at import: one Ollama client and one slot per process.
 """
@@ -262,7 +263,8 @@ class Runner:
         return JSONResponse(answer, status_code=status)
 
     async def run_job(self, request: Request) -> Response:
-        """Queue a stored job (a batch ticket that any runner holding the slot runs); inline on Lambda."""
+        """Queue a stored job (a batch ticket that any runner holding the slot runs); on AWS, where chat
+        queued it, a kick: drain the queue's jobs (runner.drain)."""
         job_id = request.path_params["job_id"]
         now = time.time()
         job = await self.jobs.store.get(job_id, now=now) if is_job_id(job_id) else None
