@@ -89,6 +89,7 @@ def aws_stack(
     retry_attempts: int = 2,
     before: bool = False,
     job_progress_interval_s: float = 0.05,
+    runner_timeout_s: float = 900,
 ) -> Iterator[AwsStack]:
     """The stack; Lambda's async retry delays multiplied by ``time_scale`` (1 s becomes 10 ms).
 
@@ -121,7 +122,8 @@ def aws_stack(
             )
             return lambda_handler(app)
 
-        runner = InProcessLambda(runner_handler(), RUNNER, reserved_concurrency=1, new_handler=runner_handler,
+        runner = InProcessLambda(runner_handler(), RUNNER, runner_timeout_s, reserved_concurrency=1,
+                                 new_handler=runner_handler,
                                  time_scale=time_scale, retry_attempts=retry_attempts)  # fmt: skip
         itself.runner = runner
 

@@ -178,3 +178,17 @@ async def test_a_chat_goes_between_jobs_and_its_invocation_hands_the_rest_to_a_d
     assert fake.recorder.peak == 1
     # The second job was not left waiting for a new POST: a drain ran it (kicked after the chat).
     assert [a.path for a in aws.runner.attempts if a.kind == "async"][-1] == "/v1/queue/drain"
+
+
+async def test_a_drain_short_of_time_hands_over_to_a_new_invocation(fake: FakeOllama) -> None:
+    # A function timeout just over the drain's reserve (60 s, plus Lambda's 1 s margin): each
+    # invocation runs one job, then is short of time and hands the queue over by invoking itself.
+    with aws_stack(fake, runner_timeout_s=61.3) as aws:
+        fake.faults.token_delay_s = 0.1
+        ids = [(await asyncio.to_thread(aws.call, "POST", "/v1/jobs", {"prompt": f"job {i}"})).body["id"]
+               for i in range(3)]  # fmt: skip
+        for job_id in ids:
+            await eventually_status(aws, job_id, "succeeded")
+        handovers = [e for e in aws.runner.invocations if e["rawPath"] == "/v1/queue/drain"]
+    assert fake.recorder.prompts == ["job 0", "job 1", "job 2"]
+    assert len(handovers) == 2  # after the first and the second job; the third found nothing left
