@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from bench.auth import auth_check_us
+from bench.aws_queue import Outcome, simulate
 from bench.dialects import Overhead, litellm_overhead, medians, openai_overhead
 from bench.extra import first_response_ms, import_ms, overload, peak_rss_mb, python_processes, slot_handoff_ms
 from bench.measure import Latency, burst, first_byte_ms, median, sequential_ms
@@ -225,6 +226,34 @@ async def state_store(count: int) -> list[Row]:
     ]
 
 
+def aws_rows(outcomes: list[Outcome]) -> list[Row]:
+    """The AWS simulation (bench/aws_queue.py): targets for the queue, the design before it to compare."""
+    rows = []
+    for o in outcomes:
+        queue = o.design == "queue"
+        label = f"AWS {o.scenario} ({'queue' if queue else 'before'})"  # README: 10 jobs, 5 chats of 1 s
+        if o.scenario == "jobs":
+            rows.append(Row(f"{label}: GPU busy", o.busy_pct, "%", ">= 95" if queue else "(compare)",
+                            o.busy_pct >= 95 if queue else None))  # fmt: skip
+            rows.append(Row(f"{label}: not run (expired)", o.expired, "jobs", "0" if queue else "(compare)",
+                            o.expired == 0 if queue else None))  # fmt: skip
+        else:
+            rows.append(Row(f"{label}: answered 503", o.refused, "chats", "0" if queue else "(compare)",
+                            o.refused == 0 if queue else None))  # fmt: skip
+            rows.append(Row(f"{label}: served in fair order", float(bool(o.fair)), "yes=1", "1" if queue else
+                            "(compare)", bool(o.fair) if queue else None))  # fmt: skip
+        rows.append(Row(f"{label}: idle gap p50", o.gap_p50_ms, "ms", "<= 150" if queue else "(compare)",
+                        o.gap_p50_ms <= 150 if queue else None))  # fmt: skip
+        rows.append(Row(f"{label}: idle gap max", o.gap_max_ms, "ms", "(report)", None))
+        rows.append(Row(f"{label}: DynamoDB reads per generation", o.reads_per_generation, "calls", "(cost)", None))
+        rows.append(Row(f"{label}: DynamoDB writes per generation", o.writes_per_generation, "calls", "(cost)", None))
+        rows.append(Row(f"{label}: runner invocations per generation", o.invocations_per_generation, "calls",
+                        "(cost)", None))  # fmt: skip
+        rows.append(Row(f"{label}: throttled invokes per generation", o.throttles_per_generation, "calls",
+                        "(cost)", None))  # fmt: skip
+    return rows
+
+
 async def run(quick: bool) -> list[Row]:
     rounds, count = (2, 200) if quick else (5, 400)
     rows = await added_latency(rounds, count)
@@ -251,16 +280,20 @@ async def run(quick: bool) -> list[Row]:
     page, curl = await asyncio.to_thread(first_token_page_and_curl, 10 if quick else 30)
     rows.append(Row("time to first token in the chat page, p50", median(page), "ms", "(report)", None))
     rows.append(Row("time to first token with curl (same stack), p50", median(curl), "ms", "(report)", None))
+    rows += aws_rows(await asyncio.to_thread(simulate, False))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
+    parser.add_argument("--aws", action="store_true", help="only the AWS simulation (bench/aws_queue.py)")
+    parser.add_argument("--aws-before-jobs", action="store_true",
+                        help="with --aws: also the jobs run of the design before the queue (~9 minutes)")  # fmt: skip
     args = parser.parse_args()
     started = time.time()
     load_before = os.getloadavg()
-    rows = asyncio.run(run(args.quick))
+    rows = aws_rows(simulate(args.aws_before_jobs)) if args.aws else asyncio.run(run(args.quick))
     header = f"{'measure':<52} {'value':>10} {'unit':<6} {'target':<12} verdict"
     print(header)
     print("-" * len(header))
@@ -274,9 +307,9 @@ def main() -> None:
         "rows": [asdict(row) for row in rows],
     }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nload average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}; "
-          f"written to {RESULTS / 'latest.json'}")  # fmt: skip
+    written = RESULTS / ("aws.json" if args.aws else "latest.json")
+    written.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nload average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}; written to {written}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from chat.lambda_event import HttpApiEvent, http_api_event
+from servicekit.lambda_event import HttpApiEvent, http_api_event
 
 API_ID = "abc123def4"
 DOMAIN = f"{API_ID}.execute-api.us-east-1.amazonaws.com"

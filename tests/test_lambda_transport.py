@@ -16,10 +16,11 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from chat.app import create_app as create_chat_app
 from chat.app import runner_transport_for
-from chat.lambda_transport import LambdaInvoker, LambdaInvokeTransport, full_jitter
+from chat.lambda_transport import LambdaInvokeTransport, full_jitter
 from chat.settings import Settings as ChatSettings
 from runner.settings import Settings as RunnerSettings
 from servicekit.lambda_adapter import lambda_handler
+from servicekit.lambda_event import LambdaInvoker
 
 from tests.conftest import runner_app_for
 from tests.fake_ollama import FakeOllama

@@ -16,7 +16,7 @@ RUNNER_ENV = {
     "MAX_BODY_BYTES": "1000", "BODY_READ_TIMEOUT_S": "2", "MAX_PROMPT_CHARS": "50", "GENERATION_ESTIMATE_S": "3",
     "JOBS_TABLE": "jobs-table", "STATE_DIR": "/srv/state", "JOB_PROGRESS_INTERVAL_S": "0.25", "JOB_LEASE_S": "12",
     "SETTLE_MAX_S": "0.1", "DEFAULT_MODEL": "llama3.2", "RUNNER_TOKEN": "t0ken", "MAX_WAITING_PER_CALLER": "4",
-    "BATCH_MAX_WAIT_S": "30",
+    "BATCH_MAX_WAIT_S": "30", "AWS_LAMBDA_FUNCTION_NAME": "stack-Runner",
 }  # fmt: skip
 CHAT_ENV = {
     "RUNNER_URL": "http://runner:9000/", "DEFAULT_MODEL": "llama3.2", "ALLOWED_MODELS": "llama3.2, tinyllama",
@@ -25,7 +25,7 @@ CHAT_ENV = {
     "RUNNER_INVOKE_READ_TIMEOUT_S": "901", "JOBS_TABLE": "jobs-table", "STATE_DIR": "/srv/state", "JOB_TTL_S": "600",
     "JOB_START_DEADLINE_S": "60", "AUTH": "required", "TRUST_PROXY_HEADERS": "yes", "KEY_CACHE_TTL_S": "2",
     "RUNNER_TOKEN": "t0ken", "PAGE_STREAMING": "on", "BATCH_MAX_WAIT_S": "30",
-    "METRICS_KEYS": "ops, grafana",
+    "METRICS_KEYS": "ops, grafana", "MAX_QUEUE": "3", "MAX_WAITING_PER_CALLER": "4", "GENERATION_ESTIMATE_S": "3",
 }  # fmt: skip
 
 

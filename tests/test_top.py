@@ -7,12 +7,15 @@ import asyncio
 import io
 import time
 
+import pytest
 from chat.top import frame, main
 from rich.console import Console
 from servicekit.jobs.model import new_job
 from servicekit.jobs.sqlite_store import SqliteJobStore
 from servicekit.queue.model import NewTicket, QueueLimits, TicketClass
 from servicekit.state.factory import StateSettings, queue_store, state_database
+
+from tests.jobs.stores import REGION, TABLE, moto_table
 
 LIMITS = QueueLimits(max_queue=10, max_waiting_per_caller=10, batch_max_wait_s=120, lease_s=60)
 
@@ -80,7 +83,23 @@ def test_once_prints_one_frame_from_state_dir(state_settings: StateSettings) -> 
     assert "dave" in out.getvalue()
 
 
-def test_a_table_needs_the_dynamodb_queue_store(state_settings: StateSettings) -> None:
-    env = {"STATE_DIR": state_settings.directory}
-    assert main(["--once", "--table", "t"], out=io.StringIO(), env=env) == 2
-    assert main(["--once"], out=io.StringIO(), env={**env, "JOBS_TABLE": "t"}) == 2
+def test_a_table_shows_the_queue_in_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--table``: the same queue read from DynamoDB (moto), without the recent jobs (a scan)."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with moto_table():
+        state = StateSettings(table=TABLE)
+
+        async def enqueue() -> None:
+            queue = queue_store(state, LIMITS)
+            now = time.time()
+            await queue.enqueue(ticket("run", "dave"), max_waiting=None, now=now - 3, claim_as="another-process")
+            await queue.enqueue(ticket("a1", "alice"), max_waiting=None, now=now - 2)
+            await queue.enqueue(ticket("b1", "bob"), max_waiting=None, now=now - 1)
+
+        asyncio.run(enqueue())
+        out = io.StringIO()
+        assert main(["--once", "--table", TABLE], out=out, env={}) == 0
+    text = out.getvalue()
+    assert "waiting (2)" in text
+    assert text.index("dave") < text.index("alice") < text.index("bob")
+    assert "recent jobs" not in text

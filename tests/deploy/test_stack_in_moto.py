@@ -119,7 +119,8 @@ def test_chat_role_may_invoke_only_the_runner_and_use_the_table(deployed: dict[s
     assert statements == [
         {"Effect": "Allow", "Action": ["lambda:InvokeFunction", "lambda:GetFunction"], "Resource": runner_arn},
         {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                                       "dynamodb:DeleteItem", "dynamodb:DescribeTable"], "Resource": table_arn},
+                                       "dynamodb:DeleteItem", "dynamodb:DescribeTable", "dynamodb:BatchGetItem"],
+         "Resource": table_arn},
         {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": f"{table_arn}/index/by_owner"},
     ]  # fmt: skip
 

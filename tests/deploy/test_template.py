@@ -70,7 +70,8 @@ def test_chat_may_invoke_the_runner_and_use_the_jobs_table_and_nothing_more(cfn:
         {"Effect": "Allow", "Action": ["lambda:InvokeFunction", "lambda:GetFunction"],
          "Resource": {"Fn::GetAtt": ["RunnerFunction", "Arn"]}},
         {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                                       "dynamodb:DeleteItem", "dynamodb:DescribeTable"], "Resource": TABLE_ARN},
+                                       "dynamodb:DeleteItem", "dynamodb:DescribeTable", "dynamodb:BatchGetItem"],
+         "Resource": TABLE_ARN},
         {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": OWNER_INDEX_ARN},
     ]  # fmt: skip
     role = resources_of_type(cfn, "AWS::IAM::Role")["ChatFunctionRole"]["Properties"]
@@ -242,13 +243,11 @@ def test_jobs_table_has_the_owner_index_the_stores_query(cfn: dict[str, Any]) ->
         assert sorted(map(str, tested.attribute_definitions)) == sorted(map(str, table["AttributeDefinitions"]))
 
 
-def test_runner_events_wait_in_lambdas_queue_without_retries_then_reach_the_failure_handler(
-    cfn: dict[str, Any],
-) -> None:
+def test_runner_kicks_are_retried_then_reach_the_failure_handler(cfn: dict[str, Any]) -> None:
     (config,) = resources_of_type(cfn, "AWS::Lambda::EventInvokeConfig").values()
     properties = config["Properties"]
     assert properties["FunctionName"] == {"Ref": "RunnerFunction"}
-    assert properties["MaximumRetryAttempts"] == 0
+    assert properties["MaximumRetryAttempts"] == 2  # a kick is harmless twice: a retry resumes a dead drain
     assert properties["MaximumEventAgeInSeconds"] == 900
     on_failure = properties["DestinationConfig"]["OnFailure"]["Destination"]
     assert on_failure == {"Fn::GetAtt": ["JobFailureFunction", "Arn"]}
@@ -259,14 +258,25 @@ def test_runner_events_wait_in_lambdas_queue_without_retries_then_reach_the_fail
 
 
 def test_runner_and_failure_handler_get_only_the_table_actions_they_need(cfn: dict[str, Any]) -> None:
-    needed = {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": TABLE_ARN}
+    runner_needs = {"Effect": "Allow", "Resource": TABLE_ARN, "Action": ["dynamodb:GetItem", "dynamodb:PutItem",
+                    "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchGetItem"]}  # fmt: skip
     runner = _statements(cfn, "RunnerFunctionRole")
-    assert needed in runner
+    assert runner_needs in runner
     # besides the table, only what SAM adds to reach the on-failure destination
-    others = [s for s in runner if s != needed]
+    others = [s for s in runner if s != runner_needs]
     assert all("lambda:InvokeFunction" in json.dumps(s["Action"]) for s in others)
     assert all("JobFailureFunction" in json.dumps(s["Resource"]) for s in others)
+    needed = {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": TABLE_ARN}
     assert _statements(cfn, "JobFailureFunctionRole") == [needed]
+
+
+def test_the_runner_may_invoke_itself_and_nothing_else(cfn: dict[str, Any]) -> None:
+    """A drain hands over before the 900 s limit with one asynchronous invoke of its own function."""
+    policy = cfn["Resources"]["RunnerInvokesItself"]["Properties"]
+    assert policy["Roles"] == [{"Ref": "RunnerFunctionRole"}]
+    assert policy["PolicyDocument"]["Statement"] == [
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::GetAtt": ["RunnerFunction", "Arn"]}}
+    ]
 
 
 def test_sam_builds_every_function_and_the_layer_with_compiled_bytecode() -> None:

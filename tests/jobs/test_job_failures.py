@@ -56,20 +56,30 @@ async def invoke(record: dict[str, Any]) -> dict[str, Any]:
     return await asyncio.to_thread(job_failures.handler, record, LambdaContext("job-failures"))
 
 
-async def _queued(store: DynamoJobStore) -> str:
+async def _queued(store: DynamoJobStore, age_s: float = 0.0) -> str:
+    created = time.time() - age_s
     job, _ = await store.create(
-        new_job("tinyllama", {"prompt": "x"}, owner="alice", now=time.time(), ttl_s=3600, start_deadline_s=900)
+        new_job("tinyllama", {"prompt": "x"}, owner="alice", now=created, ttl_s=3600, start_deadline_s=900)
     )
     return job["id"]
 
 
-async def test_an_event_too_old_to_run_expires_the_job(store: DynamoJobStore) -> None:
-    job_id = await _queued(store)
+async def test_an_event_too_old_to_run_expires_the_job_past_its_start_deadline(store: DynamoJobStore) -> None:
+    job_id = await _queued(store, age_s=901)
     result = await invoke(destination_record(job_id, "EventAgeExceeded"))
     assert result == {"settled": True, "job_id": job_id, "status": "expired"}
     job = await store.get(job_id, now=time.time())
     assert job is not None
     assert job["status"] == "expired"
+
+
+async def test_a_job_another_kicks_drain_is_running_is_left_alone_when_its_kick_aged_out(
+    store: DynamoJobStore,
+) -> None:
+    job_id = await _queued(store, age_s=100)
+    await store.start(job_id, now=time.time(), lease_s=30)
+    result = await invoke(destination_record(job_id, "EventAgeExceeded"))
+    assert result == {"settled": False, "job_id": job_id, "status": "running"}
 
 
 async def test_a_crashed_run_fails_the_job(store: DynamoJobStore) -> None:

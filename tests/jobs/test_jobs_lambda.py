@@ -99,8 +99,7 @@ async def test_cancel_before_the_event_runs(
     second = (await chat.post("/v1/jobs", json={"prompt": "cancel me"})).json()["id"]
     assert (await chat.delete(f"/v1/jobs/{second}")).json()["status"] == "cancelled"
     await wait_for(chat, first, status_is("succeeded"))
-    await asyncio.to_thread(runner_lambda.drain)  # the cancelled job's event has run too
-    assert len(runner_lambda.invocations) == 2
+    await asyncio.to_thread(runner_lambda.drain)  # whatever Lambda still held has run
     assert "cancel me" not in fake.recorder.prompts
     assert (await chat.get(f"/v1/jobs/{second}")).json()["status"] == "cancelled"
 

@@ -1,4 +1,4 @@
-"""The queue store's contract: order, caps, claims and ETAs. Issue 11 runs the same over DynamoDB.
+"""The queue store's contract: order, caps, claims and ETAs, over SQLite and over DynamoDB (moto).
 
 Each test drives a store as several runner processes would ("p1", "p2" are holders); only a
 holder of the slot calls ``claim``/``finish``, as the slot does.
@@ -11,16 +11,23 @@ from pathlib import Path
 
 import pytest
 from servicekit.errors import QueueFull, TooManyWaiting
+from servicekit.queue.dynamo_store import DynamoQueueStore
 from servicekit.queue.model import NewTicket, QueueLimits, TicketClass
 from servicekit.queue.sqlite_store import SqliteQueueStore
 from servicekit.queue.store import QueueStore
 from servicekit.state.sqlite import StateDatabase
 
+from tests.jobs.stores import KINDS, moto_table
+
 LIMITS = QueueLimits(max_queue=20, max_waiting_per_caller=12, batch_max_wait_s=120, lease_s=5, default_estimate_s=2)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[QueueStore]:
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueStore]:
+    if request.param == "dynamodb":
+        with moto_table() as table:
+            yield DynamoQueueStore(table, limits=LIMITS)
+        return
     database = StateDatabase(tmp_path / "state")
     yield SqliteQueueStore(database, LIMITS)
     database.close()
@@ -161,3 +168,13 @@ async def test_eta_is_the_expected_time_of_everyone_ahead(store: QueueStore) -> 
     assert snapshot.standings["c"].eta_s == pytest.approx(2.0)  # b's remaining 3 - 1
     assert snapshot.standings["d"].eta_s == pytest.approx(5.0)  # then c's 3
     assert snapshot.depth_by_class() == {"interactive": 2, "batch": 0}
+
+
+async def test_once_nothing_waits_the_round_is_over_and_a_returning_caller_starts_afresh(store: QueueStore) -> None:
+    for index in range(3):
+        await store.enqueue(ticket(f"r{index}", "R"), max_waiting=None, now=1.0)
+    assert await served(store, 1.0, ["r0", "r1", "r2"]) == ["r0", "r1", "r2"]
+    # R had three turns in the last busy spell; that is forgotten once the queue went idle.
+    await store.enqueue(ticket("r3", "R"), max_waiting=None, now=2.0)
+    await store.enqueue(ticket("n0", "N"), max_waiting=None, now=2.0)
+    assert await served(store, 2.0, ["r3", "n0"]) == ["r3", "n0"]

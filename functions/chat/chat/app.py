@@ -34,6 +34,7 @@ from servicekit.observe.settings import ObserveSettings
 from servicekit.queue.store import QueueStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
 from servicekit.state.factory import StateSettings
+from servicekit.state.factory import drain_lease as build_drain_lease
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.state.factory import key_store as build_key_store
 from servicekit.state.factory import queue_store as build_queue_store
@@ -49,6 +50,7 @@ from starlette.routing import Route
 from chat.auth import Authenticate, Authenticator
 from chat.dialects import error_renderer
 from chat.jobs_api import JobsEndpoints
+from chat.lambda_queue import LambdaQueue
 from chat.lambda_transport import LambdaInvokeTransport, boto3_lambda_client
 from chat.metadata import Metadata, RunnerMetadata, SettingsMetadata
 from chat.metrics_api import MetricsEndpoint
@@ -167,12 +169,22 @@ class Chat:
         return JSONResponse(self.openapi)
 
 
-def runner_transport_for(settings: Settings) -> httpx.AsyncBaseTransport | None:
-    """HTTP to RUNNER_URL by default; ``lambda:Invoke`` of RUNNER_FUNCTION on AWS."""
+def runner_transport_for(settings: Settings, queue: LambdaQueue | None = None) -> httpx.AsyncBaseTransport | None:
+    """HTTP to RUNNER_URL by default; ``lambda:Invoke`` of RUNNER_FUNCTION on AWS (waiting in ``queue``)."""
     if not settings.runner_function:
         return None
     invoker = boto3_lambda_client(settings.runner_invoke_read_timeout_s, settings.runner_connect_timeout_s)
-    return LambdaInvokeTransport(invoker, settings.runner_function, default_deadline_s=settings.chat_deadline_s)
+    return LambdaInvokeTransport(
+        invoker, settings.runner_function, default_deadline_s=settings.chat_deadline_s, queue=queue
+    )
+
+
+def lambda_queue_for(settings: Settings) -> LambdaQueue | None:
+    """On AWS (RUNNER_FUNCTION and JOBS_TABLE): the queue in the table, where chat waits its turn."""
+    lease = build_drain_lease(settings.state)
+    if not settings.runner_function or lease is None:
+        return None
+    return LambdaQueue(build_queue_store(settings.state, settings.queue_limits), lease)
 
 
 def metadata_for(settings: Settings, runner: RunnerClient, models: Models) -> Metadata:
@@ -187,11 +199,13 @@ def readiness_for(settings: Settings, runner: RunnerClient) -> Readiness:
     return aws_readiness(settings.runner_function, settings.state.table, settings.runner_connect_timeout_s)
 
 
-def queue_for(settings: Settings) -> QueueStore | None:
-    """The host's queue, for exact job positions (locally); None on AWS until issue 11's DynamoDB queue."""
+def queue_for(settings: Settings, lambda_queue: LambdaQueue | None) -> QueueStore | None:
+    """The deployment's queue, for exact job positions (None: a table but no runner function to wait for)."""
+    if lambda_queue is not None:
+        return lambda_queue.queue
     if settings.state.table:
         return None
-    return build_queue_store(settings.state, settings.queue_view)
+    return build_queue_store(settings.state, settings.queue_limits)
 
 
 def key_add_command(state: StateSettings) -> str:
@@ -210,16 +224,25 @@ def create_app(
     readiness: Readiness | None = None,
     observe: ObserveSettings | None = None,
     metrics: PrometheusMetrics | None = None,
+    lambda_queue: LambdaQueue | None = None,
 ) -> Starlette:
     observe = observe or ObserveSettings()
     metrics = metrics or prometheus_metrics(observe)
-    transport = runner_transport or runner_transport_for(settings)
+    lambda_queue = lambda_queue or lambda_queue_for(settings)
+    transport = runner_transport or runner_transport_for(settings, lambda_queue)
     runner = RunnerClient(
         settings.runner_url, timeout=settings.runner_timeout, transport=transport, token=settings.runner_token
     )
     chat = Chat(settings, runner, readiness or readiness_for(settings, runner))
-    queue = queue_for(settings)
-    jobs = JobsEndpoints(settings, job_store or build_job_store(settings.state), runner, chat.model, queue=queue)
+    queue = queue_for(settings, lambda_queue)
+    jobs = JobsEndpoints(
+        settings,
+        job_store or build_job_store(settings.state),
+        runner,
+        chat.model,
+        queue=queue,
+        lambda_queue=lambda_queue,
+    )
     auth = Authenticator(
         key_store or build_key_store(settings.state),
         mode=settings.auth,

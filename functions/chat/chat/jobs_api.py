@@ -1,8 +1,9 @@
 """The jobs API: ``POST``/``GET /v1/jobs``, ``GET``/``DELETE /v1/jobs/{id}``.
 
-A job is stored first, then handed to the runner (over HTTP locally, as an asynchronous
-``lambda:Invoke`` on AWS, where Lambda's own queue holds it while the runner is busy). If the
-runner refuses it (a full queue), the job is deleted again and the refusal is the answer.
+A job is stored first, then handed to the runner over HTTP (locally: the runner queues it). On
+AWS chat queues its ticket in the table itself and kicks the runner (an asynchronous
+``lambda:Invoke``) only when no invocation is draining jobs (:mod:`chat.lambda_queue`). If the
+queue refuses it (full), the job is deleted again and the refusal is the answer.
 
 Jobs belong to the caller that created them: another caller is told ``404 job_not_found``, as
 if the job did not exist, and Idempotency-Keys are the caller's own.
@@ -26,6 +27,7 @@ from servicekit.requestid import request_id_of
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from chat.lambda_queue import LambdaQueue
 from chat.runner_client import RunnerClient
 from chat.settings import Settings
 
@@ -50,10 +52,12 @@ class JobsEndpoints:
         choose_model: Callable[[dict[str, Any], Caller], str],
         *,
         queue: QueueStore | None = None,
+        lambda_queue: LambdaQueue | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
+        self.lambda_queue = lambda_queue
         self.runner = runner
         self.choose_model = choose_model
 
@@ -81,7 +85,7 @@ class JobsEndpoints:
         )  # fmt: skip
         if created:
             try:
-                await self.runner.start_job(job["id"], request_id_of(request.scope), caller)
+                await self._start(job["id"], model, request_id_of(request.scope), caller)
             except ServiceError:
                 await self.store.delete(job["id"])
                 raise
@@ -90,6 +94,19 @@ class JobsEndpoints:
         if not created:
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(body, status_code=202, headers=headers)
+
+    async def _start(self, job_id: str, model: str, request_id: str, caller: Caller) -> None:
+        if self.lambda_queue is None:
+            await self.runner.start_job(job_id, request_id, caller)
+            return
+        await self.lambda_queue.enqueue_job(job_id, caller, model)
+        try:
+            # Written before the lease is read: a drain that ends now still sees the ticket.
+            if not await self.lambda_queue.draining():
+                await self.runner.start_job(job_id, request_id, caller)
+        except ServiceError:
+            await self.lambda_queue.leave_job(job_id)
+            raise
 
     async def index(self, request: Request) -> Response:
         """The caller's jobs, newest first: ``?limit=`` (1-100, default 20) and ``?after=<id>`` to page on."""

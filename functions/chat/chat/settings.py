@@ -9,7 +9,14 @@ from typing import Literal, cast
 
 import httpx
 from servicekit.config import ConfigError, env_bool, env_choice, env_float, env_int, env_list, env_str, env_url
-from servicekit.queue.model import QueueLimits
+from servicekit.queue.model import (
+    DEFAULT_BATCH_MAX_WAIT_S,
+    DEFAULT_ESTIMATE_S,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_WAITING_PER_CALLER,
+    DEFAULT_QUEUE_LEASE_S,
+    QueueLimits,
+)
 from servicekit.state.factory import StateSettings
 
 from chat.auth import AUTH_MODES, DEFAULT_KEY_CACHE_TTL_S, AuthMode
@@ -32,8 +39,6 @@ DEFAULT_RUNNER_INVOKE_READ_TIMEOUT_S = 910.0
 DEFAULT_JOB_TTL_S = 24 * 3600.0
 # Lambda's async queue keeps an event at most this long (MaximumEventAgeInSeconds in template.yaml).
 DEFAULT_JOB_START_DEADLINE_S = 15 * 60.0
-# The runner's queue promotes a job waiting longer; chat orders the same way when it reports a job's position.
-DEFAULT_BATCH_MAX_WAIT_S = 120.0
 # Whether the chat page streams from POST /chat or polls the jobs API. "auto": stream, except on
 # AWS (RUNNER_FUNCTION set), where API Gateway's HTTP API buffers responses and cuts them at 30 s.
 PageStreaming = Literal["auto", "on", "off"]
@@ -57,6 +62,10 @@ class Settings:
     job_ttl_s: float = DEFAULT_JOB_TTL_S
     job_start_deadline_s: float = DEFAULT_JOB_START_DEADLINE_S
     batch_max_wait_s: float = DEFAULT_BATCH_MAX_WAIT_S
+    # On AWS chat admits tickets to the queue itself (the runner cannot wait: reserved concurrency 1).
+    max_queue: int = DEFAULT_MAX_QUEUE
+    max_waiting_per_caller: int = DEFAULT_MAX_WAITING_PER_CALLER
+    generation_estimate_s: float = DEFAULT_ESTIMATE_S
     auth: AuthMode = "auto"  # AUTH unset: see chat.auth
     trust_proxy_headers: bool = False
     key_cache_ttl_s: float = DEFAULT_KEY_CACHE_TTL_S
@@ -80,6 +89,18 @@ class Settings:
         return self.page_streaming == "on"
 
     @property
+    def queue_limits(self) -> QueueLimits:
+        """The queue's rules as the runner applies them: chat admits tickets on AWS, and reads the
+        queue in the same order everywhere (job positions, /metrics, chat.top)."""
+        return QueueLimits(
+            max_queue=self.max_queue,
+            max_waiting_per_caller=self.max_waiting_per_caller,
+            batch_max_wait_s=self.batch_max_wait_s,
+            lease_s=DEFAULT_QUEUE_LEASE_S,
+            default_estimate_s=self.generation_estimate_s,
+        )
+
+    @property
     def runner_timeout(self) -> httpx.Timeout:
         return httpx.Timeout(
             connect=self.runner_connect_timeout_s,
@@ -87,12 +108,6 @@ class Settings:
             write=self.runner_connect_timeout_s * 10,
             pool=self.runner_connect_timeout_s * 10,
         )
-
-    @property
-    def queue_view(self) -> QueueLimits:
-        """What chat needs to read the queue in the runner's order (job positions, /metrics, chat.top):
-        the order rule only. Chat never admits a ticket; the runner enforces the caps."""
-        return QueueLimits(max_queue=0, max_waiting_per_caller=0, batch_max_wait_s=self.batch_max_wait_s, lease_s=0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +133,9 @@ class Settings:
             job_ttl_s=env_float(env, "JOB_TTL_S", DEFAULT_JOB_TTL_S, minimum=1),
             job_start_deadline_s=env_float(env, "JOB_START_DEADLINE_S", DEFAULT_JOB_START_DEADLINE_S, minimum=1),
             batch_max_wait_s=env_float(env, "BATCH_MAX_WAIT_S", DEFAULT_BATCH_MAX_WAIT_S),
+            max_queue=env_int(env, "MAX_QUEUE", DEFAULT_MAX_QUEUE),
+            max_waiting_per_caller=env_int(env, "MAX_WAITING_PER_CALLER", DEFAULT_MAX_WAITING_PER_CALLER, minimum=1),
+            generation_estimate_s=env_float(env, "GENERATION_ESTIMATE_S", DEFAULT_ESTIMATE_S, minimum=0.001),
             auth=cast(AuthMode, env_choice(env, "AUTH", "auto", AUTH_MODES)),
             trust_proxy_headers=env_bool(env, "TRUST_PROXY_HEADERS", False),
             key_cache_ttl_s=env_float(env, "KEY_CACHE_TTL_S", DEFAULT_KEY_CACHE_TTL_S, minimum=0),

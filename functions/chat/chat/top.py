@@ -4,7 +4,8 @@ Reads the queue through its store (``QueueStore.snapshot``, the order and ETAs t
 refreshed in place every second (rich); ``--once`` prints one frame. Shows the running ticket
 (caller, class, model, elapsed), the waiting tickets in served order (position, caller, class,
 model, waited, ETA) and, from the jobs in STATE_DIR, recent outcomes. ``--table`` (or
-JOBS_TABLE) reads the queue from DynamoDB instead, once that store exists.
+JOBS_TABLE) reads the queue from DynamoDB instead (recent outcomes are not listed there: that
+would be a scan of the table).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from rich.live import Live
 from rich.table import Table
 from servicekit.jobs.model import Job
 from servicekit.queue.model import Snapshot, Ticket
-from servicekit.queue.sqlite_store import SqliteQueueStore
 from servicekit.queue.store import QueueStore
 from servicekit.state.factory import StateSettings, queue_store, state_database
 from servicekit.state.stats import job_board
@@ -107,10 +107,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, env: dict[str
     args = parser.parse_args(argv)
     settings = Settings.from_env(os.environ if env is None else env)
     state = settings.state if args.table is None else dataclasses.replace(settings.state, table=args.table)
-    queue = queue_store(state, settings.queue_view)
-    if state.table and isinstance(queue, SqliteQueueStore):
-        print("chat.top: this build keeps no queue in DynamoDB yet (issue 11); read STATE_DIR", file=sys.stderr)
-        return 2
+    queue = queue_store(state, settings.queue_limits)
     console = Console(file=out) if out is not None else Console()
 
     async def show() -> None:

@@ -1,5 +1,6 @@
 """The runner's ASGI app: ``POST /v1/run/{model}``, ``POST /v1/embed/{model}``, ``POST /v1/jobs/{id}/run``,
-``GET|POST /v1/ollama/{tags,show,ps,version}`` (metadata, never queued), ``GET /healthz``, ``GET /readyz``.
+``POST /v1/queue/drain`` (AWS: a kick), ``GET|POST /v1/ollama/{tags,show,ps,version}`` (metadata, never
+queued), ``GET /healthz``, ``GET /readyz``.
 
 ``app`` is built from the environment at import: one Ollama client and one slot per process.
 """
@@ -31,13 +32,16 @@ from servicekit.errors import (
 from servicekit.generation import parse_generation_request
 from servicekit.jobs.model import is_job_id
 from servicekit.jobs.store import JobStore
+from servicekit.lambda_event import LambdaInvoker
 from servicekit.observe.metrics import PrometheusMetrics
 from servicekit.observe.middleware import ObserveRequests, observers_for, prometheus_metrics, slot_observer_for
 from servicekit.observe.record import RequestRecord, record_of
 from servicekit.observe.settings import ObserveSettings
+from servicekit.queue.drain_lease import DRAIN_PATH, DrainLease
 from servicekit.queue.model import Standing
 from servicekit.queue.store import QueueStore
 from servicekit.requestid import RequestIdMiddleware, request_id_of
+from servicekit.state.factory import drain_lease as build_drain_lease
 from servicekit.state.factory import job_store as build_job_store
 from servicekit.state.factory import queue_store as build_queue_store
 from servicekit.streaming import STREAM_HEADERS, ChunkStream, json_line
@@ -50,6 +54,7 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from runner.budget import Budget
+from runner.drain import JOB_TOO_LONG, Drain
 from runner.guard import ChatOnly, startup_notice
 from runner.hostlock import FileHostLock, HostLock
 from runner.jobs import JobRunner
@@ -73,11 +78,12 @@ from runner.wire import (
 )
 
 logger = logging.getLogger("runner")
-JOB_TOO_LONG = "the runner function's timeout (900 s on AWS) bounds a job; ask for fewer tokens (options.num_predict)"
 
 
 QUEUE_POSITION_HEADER = "X-Queue-Position"
 QUEUE_WAIT_HEADER = "X-Queue-Wait-Ms"
+# On AWS: the ticket chat queued and waited on until it was the head; the runner claims it.
+QUEUE_TICKET_HEADER = "X-Queue-Ticket"
 
 
 def queue_headers(position: int, queue_ms: float) -> dict[str, str]:
@@ -106,8 +112,10 @@ class Runner:
         slot: GenerationSlot,
         jobs: JobRunner,
         metrics: PrometheusMetrics | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.settings = settings
+        self.drain = drain
         self.ollama = ollama
         self.slot = slot
         self.jobs = jobs
@@ -116,9 +124,10 @@ class Runner:
         self.models = ModelCheck(ollama)
 
     def _place(self, request: Request, model: str) -> AbstractAsyncContextManager[Place]:
-        """A place in the host's queue for this request (refusals raise here); leaving it releases
-        the slot or the ticket."""
-        return self.slot.place(caller_of(request.scope), "interactive", model)
+        """A place in the queue for this request (refusals raise here); leaving it releases the slot
+        or the ticket. On AWS, chat names the ticket it waited on (``X-Queue-Ticket``)."""
+        ticket_id = request.headers.get(QUEUE_TICKET_HEADER)
+        return self.slot.place(caller_of(request.scope), "interactive", model, ticket_id=ticket_id)
 
     async def run(self, request: Request) -> Response:
         model = request.path_params["model"]
@@ -234,17 +243,25 @@ class Runner:
         return JSONResponse(answer, status_code=status)
 
     async def run_job(self, request: Request) -> Response:
-        """Queue a stored job (a batch ticket that any runner holding the slot runs); inline on Lambda."""
+        """Queue a stored job (a batch ticket that any runner holding the slot runs); on AWS, where chat
+        queued it, a kick: drain the queue's jobs (runner.drain)."""
         job_id = request.path_params["job_id"]
         now = time.time()
         job = await self.jobs.store.get(job_id, now=now) if is_job_id(job_id) else None
         if job is None:
             raise JobNotFound(f"There is no job {job_id}.")
+        if "aws.context" in request.scope and self.drain is not None:
+            # Chat queued the job's ticket (AWS); this asynchronous invocation is a kick, late or
+            # not: drain whatever jobs are at the head (none: one read, and it returns).
+            await self._drain(request)
+            after = await self.jobs.store.get(job_id, now=time.time())
+            return JSONResponse({"id": job_id, "status": after["status"] if after is not None else "expired"})
         if job["status"] != "queued":  # a duplicate delivery: it ran, or it will not run
             return JSONResponse({"id": job_id, "status": job["status"]})
         caller = caller_of(request.scope)
         if "aws.context" in request.scope:
-            # The invocation is the worker: end the job cleanly before Lambda would kill it.
+            # Without the shared queue (a Lambda handler run on SQLite, as `local.invoke` does): the
+            # invocation is the worker. End the job cleanly before Lambda would kill it.
             budget = Budget(lambda_time_left_s(request.scope), advice=JOB_TOO_LONG)
             wait_s = min(job["start_deadline"] - now, queue_timeout_s(self.settings, request.scope))
             status = await self.jobs.execute(job, caller, wait_s=wait_s, budget=budget)
@@ -252,6 +269,18 @@ class Runner:
         standing = await self.slot.enqueue_job(job_id, caller, job["model"])
         await self.jobs.store.set_queue_position(job_id, standing.position)
         return JSONResponse({"id": job_id, "status": "queued", "queue_position": standing.position}, status_code=202)
+
+    async def drain_queue(self, request: Request) -> Response:
+        """``POST /v1/queue/drain``: on AWS, run the queue's jobs while this invocation has time
+        (runner.drain); elsewhere every runner process drains already."""
+        return JSONResponse({"status": await self._drain(request)})
+
+    async def _drain(self, request: Request) -> str:
+        time_left = lambda_time_left_s(request.scope)
+        if self.drain is None or time_left is None:
+            return "idle"
+        started = time.monotonic()
+        return await self.drain.run(lambda: time_left - (time.monotonic() - started))
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -290,6 +319,8 @@ def create_app(
     observe: ObserveSettings | None = None,
     metrics: PrometheusMetrics | None = None,
     queue_store: QueueStore | None = None,
+    drain_lease: DrainLease | None = None,
+    self_invoker: LambdaInvoker | None = None,
 ) -> Starlette:
     observe = observe or ObserveSettings()
     metrics = metrics or prometheus_metrics(observe)
@@ -309,7 +340,12 @@ def create_app(
     )
     jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama)
     slot.on_job = jobs.run_claimed
-    runner = Runner(settings, ollama, slot, jobs, metrics)
+    drain = None
+    if (lease := drain_lease or build_drain_lease(settings.state)) is not None:
+        drain = Drain(slot, jobs, lease, function_name=settings.function_name,
+                      invoker=lambda: self_invoker or _lambda_client())  # fmt: skip
+        slot.after_adopted = drain.hand_over_if_jobs_wait
+    runner = Runner(settings, ollama, slot, jobs, metrics, drain)
 
     chat_only = [Middleware(ChatOnly, token=settings.runner_token)]
 
@@ -336,6 +372,7 @@ def create_app(
             Route("/v1/embed/{model:path}", runner.embed, methods=["POST"], middleware=chat_only),
             Route("/v1/ollama/{kind}", runner.metadata, methods=["GET", "POST"], middleware=chat_only),
             Route("/v1/jobs/{job_id}/run", runner.run_job, methods=["POST"], middleware=chat_only),
+            Route(DRAIN_PATH, runner.drain_queue, methods=["POST"], middleware=chat_only),
             Route("/healthz", runner.healthz, methods=["GET"]),
             Route("/readyz", runner.readyz, methods=["GET"]),
         ],
@@ -350,6 +387,19 @@ def create_app(
     app.state.runner = runner
     app.state.aclose = aclose
     return app
+
+
+_clients: list[LambdaInvoker] = []
+
+
+def _lambda_client() -> LambdaInvoker:
+    """This container's one Lambda client (a drain's self-invoke), made on first use."""
+    if not _clients:
+        import boto3
+
+        # boto3's typed client takes these keywords among many others; the Protocol names the ones we use.
+        _clients.append(cast(LambdaInvoker, boto3.client("lambda")))
+    return _clients[0]
 
 
 app = create_app(Settings.from_env(), observe=ObserveSettings.from_env(os.environ))

@@ -1,8 +1,9 @@
 """``runner.job_failures.handler``: the on-failure destination of the runner's asynchronous invokes (AWS).
 
-Lambda calls it with a destination record when a job's event could not be run: it waited in
-the async queue past ``MaximumEventAgeInSeconds`` (the start deadline) → the job is
-``expired``; or the invocation failed (crashed, timed out) → ``failed``. Either way no job is
+Lambda calls it with a destination record when a job's kick could not be run: it waited in
+the async queue past ``MaximumEventAgeInSeconds`` (= the job's start deadline) → the job expires
+if it is still queued past that deadline (a drain started by another kick may be running it);
+or the invocation failed (crashed, timed out) three times → ``failed``. Either way no job is
 left ``queued`` or ``running`` forever. Jobs that already finished are left as they are.
 """
 
@@ -33,11 +34,14 @@ async def settle_failed_delivery(store: JobStore, record: dict[str, Any], *, now
     condition = str(record.get("requestContext", {}).get("condition", ""))
     status: Literal["failed", "expired"]
     if condition == "EventAgeExceeded":
-        status, error = "expired", {"code": "job_expired", "message": "The job waited too long for the model."}
-    else:
-        error_type = record.get("responsePayload", {}) or {}
-        kind = error_type.get("errorType", condition) if isinstance(error_type, dict) else condition
-        status, error = "failed", {"code": "runner_failed", "message": f"The runner failed to run the job ({kind})."}
+        # The job's own start deadline says whether it expired (a reader applies it): a job
+        # another kick's drain is running, or has run, is left alone.
+        job = await store.get(job_id, now=now)
+        expired = job is not None and job["status"] == "expired"
+        return {"settled": expired, "job_id": job_id, "status": job["status"] if job is not None else "gone"}
+    error_type = record.get("responsePayload", {}) or {}
+    kind = error_type.get("errorType", condition) if isinstance(error_type, dict) else condition
+    status, error = "failed", {"code": "runner_failed", "message": f"The runner failed to run the job ({kind})."}
     settled = await store.settle(job_id, now=now, status=status, error=error)
     return {"settled": settled, "job_id": job_id, "status": status}
 

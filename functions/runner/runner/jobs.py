@@ -67,17 +67,24 @@ class JobRunner:
         task.add_done_callback(self._background.discard)
 
     async def _run_claimed(self, grant: Grant) -> None:
+        try:
+            await self.run_ticket(grant, Budget(None))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.slot.release(grant)
+
+    async def run_ticket(self, grant: Grant, budget: Budget) -> str | None:
+        """Run the job of a claimed ticket (the slot is held); its final status, None when it did not
+        start (cancelled or expired meanwhile, or run by another delivery). Never raises a ServiceError."""
         job_id = grant.ticket["job_id"]
         try:
             assert job_id is not None
             job = await self.store.start(job_id, now=time.time(), lease_s=self.settings.job_lease_s)
-            if job is not None:  # None: cancelled or expired meanwhile, or run by another delivery
-                await self._run_started(job, await self.slot.ready(grant), Budget(None))
+            if job is not None:
+                return await self._run_started(job, await self.slot.ready(grant), budget)
         except ServiceError as exc:
             logger.warning("job %s: %s", job_id, exc.message)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.slot.release(grant)
+        return None
 
     async def aclose(self) -> None:
         for task in list(self._background):

@@ -10,18 +10,19 @@ from urllib.parse import urlsplit
 
 import httpx
 from servicekit.config import ConfigError, env_float, env_int, env_str
-from servicekit.queue.model import QueueLimits
+from servicekit.queue.model import (
+    DEFAULT_BATCH_MAX_WAIT_S,
+    DEFAULT_ESTIMATE_S,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_WAITING_PER_CALLER,
+    DEFAULT_QUEUE_LEASE_S,
+    QueueLimits,
+)
 from servicekit.state.factory import StateSettings
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 # The lock lives in STATE_DIR by default, beside the state database.
 LOCK_FILE_NAME = "runner.lock"
-DEFAULT_MAX_QUEUE = 64  # tickets waiting, host-wide
-DEFAULT_MAX_WAITING_PER_CALLER = 8  # a key's max_waiting overrides it
-DEFAULT_BATCH_MAX_WAIT_S = 120.0  # a job waiting longer goes ahead of interactive requests
-# A waiting request's process renews its ticket every second; a process that died stops, and its
-# tickets drop out of the queue after this.
-DEFAULT_QUEUE_LEASE_S = 5.0
 DEFAULT_QUEUE_TIMEOUT_S = 300.0
 DEFAULT_OLLAMA_TIMEOUT_S = 600.0
 # Connection refused is immediate; this bounds a host that drops packets, so an unreachable
@@ -31,7 +32,7 @@ DEFAULT_LOCK_POLL_INTERVAL_S = 0.001
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 DEFAULT_BODY_READ_TIMEOUT_S = 10.0
 DEFAULT_MAX_PROMPT_CHARS = 16_000
-DEFAULT_GENERATION_ESTIMATE_S = 5.0
+DEFAULT_GENERATION_ESTIMATE_S = DEFAULT_ESTIMATE_S
 DEFAULT_JOB_PROGRESS_INTERVAL_S = 0.5
 # The longest settle before the slot passes on after a cancelled or failed generation (or a
 # dead holder): about one inter-token interval as measured, at most this (see runner.settle).
@@ -100,6 +101,8 @@ class Settings:
     job_lease_s: float = DEFAULT_JOB_LEASE_S
     # The model /readyz requires Ollama to have (chat's DEFAULT_MODEL); empty: Ollama answering is enough.
     ready_model: str = ""
+    # On Lambda (AWS_LAMBDA_FUNCTION_NAME, set by Lambda): the function a drain hands over to.
+    function_name: str = ""
     runner_token: str = ""  # RUNNER_TOKEN: only chat knows it; unset = loopback callers only
 
     def __post_init__(self) -> None:
@@ -157,5 +160,6 @@ class Settings:
             ),
             job_lease_s=env_float(env, "JOB_LEASE_S", DEFAULT_JOB_LEASE_S, minimum=0.1),
             ready_model=env_str(env, "DEFAULT_MODEL", ""),
+            function_name=env_str(env, "AWS_LAMBDA_FUNCTION_NAME", ""),
             runner_token=env_str(env, "RUNNER_TOKEN", ""),
         )

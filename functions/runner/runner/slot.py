@@ -25,13 +25,13 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
 from servicekit.callers import Caller
-from servicekit.errors import QueueTimeout, ServiceError
+from servicekit.errors import QueueTimeout, ServiceError, TurnPassed
 from servicekit.observe.queue import SlotObserver
 from servicekit.queue.model import NewTicket, Snapshot, Standing, Ticket, TicketClass, job_ticket_id, running
 from servicekit.queue.store import QueueStore
@@ -61,6 +61,8 @@ class Grant:
     # Set by the holder once Ollama sent its final chunk. Left False (cancelled, failed), the
     # slot settles before it passes on: Ollama may still be generating (see runner.settle).
     ended_cleanly: bool = False
+    # A ticket chat queued (AWS): released without claiming a job, then ``after_adopted`` runs.
+    adopted: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -100,6 +102,9 @@ class GenerationSlot:
         self._dispatcher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._draining = False  # jobs may be waiting: look for them
+        self._keepalive: asyncio.Task[None] | None = None
+        # After an adopted ticket is released (AWS): hand queued jobs to a drain (runner.drain).
+        self.after_adopted: Callable[[], Awaitable[None]] | None = None
         self._persistent = False  # started with the app: dispatch (and drain) for as long as it runs
         self._observer = observer
 
@@ -142,8 +147,22 @@ class GenerationSlot:
     # -- joining ------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def place(self, caller: Caller, ticket_class: TicketClass, model: str) -> AsyncIterator[Place]:
-        """Join the queue (refusals raise here), and leave it (or release the slot) on exit."""
+    async def place(
+        self, caller: Caller, ticket_class: TicketClass, model: str, *, ticket_id: str | None = None
+    ) -> AsyncIterator[Place]:
+        """Join the queue (refusals raise here), and leave it (or release the slot) on exit.
+
+        With ``ticket_id`` (on AWS: the ticket chat queued and waited on until it was the head),
+        take that ticket instead: ``TurnPassed`` if it is not the head any more.
+        """
+        place = await (self._adopt(ticket_id) if ticket_id is not None else self._join(caller, ticket_class, model))
+        try:
+            yield place
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._leave(place)
+
+    async def _join(self, caller: Caller, ticket_class: TicketClass, model: str) -> Place:
         ticket_id = uuid.uuid4().hex
         new: NewTicket = {"id": ticket_id, "caller": caller.name, "weight": caller.weight, "model": model,
                           "ticket_class": ticket_class, "holder": self.holder, "job_id": None}  # fmt: skip
@@ -165,11 +184,41 @@ class GenerationSlot:
                 self._host.release()
             self._dispatch_now()
             self._wake.set()
+        return place
+
+    async def _adopt(self, ticket_id: str) -> Place:
+        """Claim a ticket another service queued (it waited for the head; this process holds the slot).
+
+        Only jobs are left for a drain: the invocation answering a chat must return, so it never
+        claims a job (``take_jobs=False``). While it runs, the ticket's lease is renewed: on AWS
+        a running ticket whose invocation died is noticed by its lapsed lease.
+        """
+        if self._holding is not None or not self._host.try_acquire():
+            raise TurnPassed("The runner is busy with another generation.", retry_after_s=1)
         try:
-            yield place
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._leave(place)
+            claimed = await self.queue.claim(self.holder, [ticket_id], now=time.time(), take_jobs=False)
+        except BaseException:
+            self._host.release()
+            raise
+        if claimed is None:
+            self._host.release()
+            raise TurnPassed("This ticket is not at the head of the queue (any more).", retry_after_s=1)
+        place = Place(ticket_id, Standing(0, 0.0, 0), Standing(0, 0.0, 0))
+        self._places[ticket_id] = place
+        grant = Grant(claimed, queue_ms=0.0, adopted=True)
+        self._give(place, grant)
+        self._keepalive = asyncio.get_running_loop().create_task(self._renew_while_held(grant))
+        return place
+
+    async def _renew_while_held(self, grant: Grant) -> None:
+        while True:
+            await asyncio.sleep(LEASE_RENEW_S)
+            if self._holding is not grant:
+                return
+            try:
+                await self.queue.renew([grant.ticket["id"]], now=time.time())
+            except ServiceError as exc:
+                logger.warning("could not renew ticket %s: %s", grant.ticket["id"], exc.message)
 
     async def enqueue_job(self, job_id: str, caller: Caller, model: str) -> Standing:
         """Add a job's ticket (no holder: whichever runner holds the slot when it is the head runs it)."""
@@ -235,13 +284,15 @@ class GenerationSlot:
             return
         duration_s = time.perf_counter() - grant.started
         following: Ticket | None = None
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
         try:
             with anyio.CancelScope(shield=True):
-                if not grant.ended_cleanly:
-                    await self._settle.after_abnormal_end()
+                await self.settle_after(grant)
                 following = await self.queue.finish(
                     grant.ticket["id"], holder=self.holder, mine=self._waiting_ids(), now=time.time(),
-                    duration_s=duration_s,
+                    duration_s=duration_s, take_jobs=not grant.adopted,
                 )  # fmt: skip
         except ServiceError:
             logger.warning("could not finish ticket %s; the next holder drops it", grant.ticket["id"])
@@ -254,6 +305,17 @@ class GenerationSlot:
                 self._wake.set()
         if following is not None:
             self._grant(following)
+        elif grant.adopted and self.after_adopted is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.after_adopted()
+                except ServiceError as exc:
+                    logger.warning("after the generation: %s", exc.message)
+
+    async def settle_after(self, grant: Grant) -> None:
+        """After a cancelled or failed generation: wait until Ollama has surely stopped (runner.settle)."""
+        if not grant.ended_cleanly:
+            await self._settle.after_abnormal_end()
 
     # -- dispatching --------------------------------------------------------------------------------
 

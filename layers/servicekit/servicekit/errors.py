@@ -25,6 +25,7 @@
     │   ├── QueueFull                 503 queue_full: MAX_QUEUE tickets already wait on this host
     │   ├── QueueTimeout              503 queue_timeout: the ticket did not reach the slot in QUEUE_TIMEOUT_S
     │   ├── TooManyWaiting            429 too_many_requests: this caller already has max_waiting waiting
+    │   ├── TurnPassed                503 turn_passed: (AWS, runner → chat) the ticket is not the head; wait on
     │   (chat: RunnerBusy)
     ├── StateError                    500 state_error: the state database failed (SQLite)
     ├── NotReady                      503 not_ready: a readiness probe failed
@@ -223,6 +224,13 @@ class QueueFull(Busy):
 
 class QueueTimeout(Busy):
     code = "queue_timeout"
+
+
+class TurnPassed(Busy):
+    """On AWS: chat invoked the runner for a ticket that is no longer the head (a job was promoted
+    ahead of it, or its lease lapsed). Chat goes back to waiting; a client never sees it."""
+
+    code = "turn_passed"
 
 
 class TooManyWaiting(Busy):

@@ -24,6 +24,13 @@ TicketStatus = Literal["waiting", "running"]
 TICKET_CLASSES: tuple[TicketClass, ...] = ("interactive", "batch")
 # A model with no generation measured yet is expected to take this long (GENERATION_ESTIMATE_S).
 DEFAULT_ESTIMATE_S = 5.0
+# The deployment's limits, the same for every service that admits tickets (the runner; chat on AWS).
+DEFAULT_MAX_QUEUE = 64  # tickets waiting, host-wide
+DEFAULT_MAX_WAITING_PER_CALLER = 8  # a key's max_waiting overrides it
+DEFAULT_BATCH_MAX_WAIT_S = 120.0  # a job waiting longer goes ahead of interactive requests
+# A waiting request's process renews its ticket every second; a process that died stops, and its
+# tickets drop out of the queue after this.
+DEFAULT_QUEUE_LEASE_S = 5.0
 # How many recent generations of a model its expected duration is the mean of.
 RECENT_GENERATIONS = 20
 

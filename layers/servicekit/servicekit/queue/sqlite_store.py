@@ -12,7 +12,8 @@ import sqlite3
 from collections.abc import Collection
 from typing import cast
 
-from servicekit.errors import Busy, QueueFull, TooManyWaiting
+from servicekit.errors import Busy
+from servicekit.queue.caps import check_caps
 from servicekit.queue.model import (
     RECENT_GENERATIONS,
     NewTicket,
@@ -23,7 +24,6 @@ from servicekit.queue.model import (
     head_of,
     snapshot,
     virtual_start,
-    would_stand,
 )
 from servicekit.state.sqlite import StateDatabase
 
@@ -97,11 +97,7 @@ class SqliteQueueStore:
             "lease_until": None if ticket["holder"] is None else now + self.limits.lease_s,
             "started_at": None,
         }
-        # With nothing running, the head is being handed the slot right now: it is not waiting.
-        waiting = before.waiting if before.running is not None else before.waiting[1:]
-        mine = sum(1 for t in waiting if t["caller"] == ticket["caller"])
-        if mine >= limit or len(waiting) >= self.limits.max_queue:
-            self._refuse(db, before, candidate, now, caller_full=mine >= limit, limit=limit)
+        check_caps(before, _recent(db), candidate, limit=limit, limits=self.limits, now=now)
         return candidate
 
     async def enqueue(
@@ -142,30 +138,13 @@ class SqliteQueueStore:
             self._refused_at = now
             raise
 
-    def _refuse(
-        self, db: sqlite3.Connection, before: Snapshot, candidate: Ticket, now: float, *, caller_full: bool, limit: int
-    ) -> None:
-        standing = would_stand(before.running, before.waiting, _recent(db), candidate, now=now, limits=self.limits)
-        if caller_full:
-            raise TooManyWaiting(
-                f"You already have {limit} request{'s' if limit != 1 else ''} waiting (your limit); "
-                "try again when one has started.",
-                retry_after_s=standing.eta_s,
-                queue_position=standing.position,
-                queue_depth=standing.depth,
-            )
-        raise QueueFull(
-            f"The queue is full ({standing.depth} waiting); try again later.",
-            retry_after_s=standing.eta_s,
-            queue_position=standing.position,
-            queue_depth=standing.depth,
-        )
-
-    def _claim(self, db: sqlite3.Connection, holder: str, mine: Collection[str], now: float) -> Ticket | None:
+    def _claim(
+        self, db: sqlite3.Connection, holder: str, mine: Collection[str], now: float, take_jobs: bool = True
+    ) -> Ticket | None:
         self._drop_dead(db, now)
         # The head alone: no standings, no estimates (measured: half of a handoff's write).
         head = head_of(_tickets(db, "WHERE status = 'waiting'"), now, self.limits.batch_max_wait_s)
-        if head is None or not (head["id"] in mine or head["holder"] is None):
+        if head is None or not (head["id"] in mine or (take_jobs and head["holder"] is None)):
             return None
         return self._start(db, head, holder, now)
 
@@ -184,18 +163,33 @@ class SqliteQueueStore:
         )
         return cast(Ticket, {**head, "status": "running", "holder": holder, "started_at": now, "lease_until": None})
 
-    async def claim(self, holder: str, mine: Collection[str], *, now: float) -> Ticket | None:
-        return await self.database.write(lambda db: self._claim(db, holder, mine, now), urgent=True)
+    async def claim(self, holder: str, mine: Collection[str], *, now: float, take_jobs: bool = True) -> Ticket | None:
+        return await self.database.write(lambda db: self._claim(db, holder, mine, now, take_jobs), urgent=True)
 
     async def finish(
-        self, ticket_id: str, *, holder: str, mine: Collection[str], now: float, duration_s: float | None
+        self,
+        ticket_id: str,
+        *,
+        holder: str,
+        mine: Collection[str],
+        now: float,
+        duration_s: float | None,
+        take_jobs: bool = True,
     ) -> Ticket | None:
         def finish(db: sqlite3.Connection) -> Ticket | None:
-            row = db.execute("SELECT model FROM queue_tickets WHERE id = ?", (ticket_id,)).fetchone()
+            row = db.execute("SELECT model, ticket_class FROM queue_tickets WHERE id = ?", (ticket_id,)).fetchone()
             db.execute("DELETE FROM queue_tickets WHERE id = ?", (ticket_id,))
             if row is not None and duration_s is not None:
                 self._record(db, row[0], duration_s)
-            return self._claim(db, holder, mine, now)
+            following = self._claim(db, holder, mine, now, take_jobs)
+            if following is None and row is not None:
+                # Nothing of its class waits: the round is over, a returning caller starts afresh.
+                db.execute(
+                    "DELETE FROM queue_callers WHERE ticket_class = ?1 AND NOT EXISTS"
+                    " (SELECT 1 FROM queue_tickets WHERE ticket_class = ?1)",
+                    (row[1],),
+                )
+            return following
 
         return await self.database.write(finish, urgent=True)
 

@@ -6,10 +6,9 @@ queue: ``enqueue`` checks the caps and fixes the ticket's virtual start in the s
 Only a process that holds the slot (the host lock, or reserved concurrency 1) calls ``claim``
 or ``finish``; the queue decides who is next, the slot makes overlap impossible.
 
-A DynamoDB version keeps tickets as items (``pk = QUEUE``, ``sk = ticket id``), the class
-clocks and callers' virtual finishes as items updated in the same ``TransactWriteItems`` as the
-ticket, and orders with :func:`servicekit.queue.model.snapshot` after one ``Query`` (a queue
-is at most ``MAX_QUEUE`` items).
+The DynamoDB version (:mod:`.dynamo_store`) keeps tickets as items and the class clocks,
+callers' virtual finishes and the ticket index in one state item; it orders with
+:func:`servicekit.queue.model.snapshot` after two strongly consistent reads.
 """
 
 from __future__ import annotations
@@ -40,16 +39,24 @@ class QueueStore(Protocol):
         """The queue in order, with every waiting ticket's standing (a read)."""
         ...
 
-    async def claim(self, holder: str, mine: Collection[str], *, now: float) -> Ticket | None:
+    async def claim(self, holder: str, mine: Collection[str], *, now: float, take_jobs: bool = True) -> Ticket | None:
         """With the slot held: the head becomes ``running`` by ``holder`` if it is one of ``mine``
-        or a job (no holder); None (nothing changed) otherwise."""
+        or (with ``take_jobs``) a job (no holder); None (nothing changed) otherwise."""
         ...
 
     async def finish(
-        self, ticket_id: str, *, holder: str, mine: Collection[str], now: float, duration_s: float | None
+        self,
+        ticket_id: str,
+        *,
+        holder: str,
+        mine: Collection[str],
+        now: float,
+        duration_s: float | None,
+        take_jobs: bool = True,
     ) -> Ticket | None:
         """With the slot held: remove the running ticket (recording ``duration_s`` for its model's
-        estimate), then ``claim`` the next one in the same write (the fast handoff)."""
+        estimate), then ``claim`` the next one in the same write (the fast handoff). A Lambda
+        invocation answering a chat passes ``take_jobs=False``: it must return, not run a job."""
         ...
 
     async def leave(self, ticket_id: str) -> None:
@@ -57,7 +64,8 @@ class QueueStore(Protocol):
         ...
 
     async def renew(self, ticket_ids: Collection[str], *, now: float) -> None:
-        """Extend the leases of held waiting tickets: their process is alive."""
+        """Extend the leases of held tickets: their process is alive. (On DynamoDB a running
+        ticket has a lease too: a Lambda invocation that died leaves no lock to notice.)"""
         ...
 
     async def job_standing(self, job_id: str, *, now: float) -> Standing | None:

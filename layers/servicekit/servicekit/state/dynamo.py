@@ -1,7 +1,9 @@
 """The DynamoDB table the template creates (``JOBS_TABLE``), as every store on AWS uses it.
 
 Single-table design, string key ``id``: jobs (``<32 hex>``), their idempotency records
-(``idem#…``), API keys (``key#<sha256>``) and key names (``keyname#<name>``). The GSI
+(``idem#…``), API keys (``key#<sha256>``) and key names (``keyname#<name>``), the queue's
+tickets (``queue#t#<ticket id>``), its state (``queue#state``) and the drain lease
+(``queue#drain``; see :mod:`servicekit.queue.dynamo_store`). The GSI
 ``by_owner`` (partition ``owner``, sort ``created_at``) lists a caller's jobs; key items sit in
 it under the reserved owner ``#keys`` (no caller's name starts with ``#``), so listing keys is
 a Query, never a Scan of every job. TTL on ``expires_at`` (epoch seconds); TTL deletion can
@@ -25,10 +27,16 @@ T = TypeVar("T")
 OWNER_INDEX = "by_owner"
 KEYS_OWNER = "#keys"
 CONDITION_FAILED = "ConditionalCheckFailedException"
+TRANSACTION_CANCELED = "TransactionCanceledException"
+TRANSACTION_CONFLICT = "TransactionConflictException"
 
 
 class ConditionFailed(Exception):
     """A conditional write found the item in another state (DynamoDB's ConditionalCheckFailed)."""
+
+
+class Conflict(Exception):
+    """Another transaction was writing the same item at that moment: try again (TransactionConflict)."""
 
 
 def to_item(data: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +82,14 @@ class DynamoTable:
             code = exc.response.get("Error", {}).get("Code")
             if code == CONDITION_FAILED:
                 raise ConditionFailed from exc
+            if code == TRANSACTION_CONFLICT:
+                raise Conflict from exc
+            if code == TRANSACTION_CANCELED:
+                reasons = {reason.get("Code") for reason in exc.response.get("CancellationReasons", [])}
+                if "ConditionalCheckFailed" in reasons:
+                    raise ConditionFailed from exc
+                if "TransactionConflict" in reasons:
+                    raise Conflict from exc
             raise UpstreamError(f"The jobs table failed: {code}.") from exc
         except BotoCoreError as exc:
             raise UpstreamError(f"The jobs table cannot be reached: {type(exc).__name__}.") from exc

@@ -19,6 +19,7 @@ from servicekit.state.statedir import default_state_dir
 
 if TYPE_CHECKING:
     from servicekit.jobs.store import JobStore
+    from servicekit.queue.drain_lease import DrainLease
     from servicekit.queue.model import QueueLimits
     from servicekit.queue.store import QueueStore
     from servicekit.state.keys import KeyStore
@@ -89,8 +90,20 @@ def key_store(state: StateSettings) -> KeyStore:
 
 
 def queue_store(state: StateSettings, limits: QueueLimits) -> QueueStore:
-    """The host's queue in the state database. On AWS (until the DynamoDB store of issue 11) it is
-    the invocation's own SQLite file in /tmp: reserved concurrency 1 makes it a queue of one."""
+    """The deployment's one queue: in the state database, or in the DynamoDB table on AWS."""
+    if state.table:
+        from servicekit.queue.dynamo_store import DynamoQueueStore
+
+        return DynamoQueueStore(connect=_dynamodb_table(state.table), limits=limits)
     from servicekit.queue.sqlite_store import SqliteQueueStore
 
     return SqliteQueueStore(state_database(state.directory), limits)
+
+
+def drain_lease(state: StateSettings) -> DrainLease | None:
+    """On AWS, the item that says a runner invocation is draining jobs; None elsewhere (no drains)."""
+    if not state.table:
+        return None
+    from servicekit.queue.drain_lease import DrainLease
+
+    return DrainLease(connect=_dynamodb_table(state.table))

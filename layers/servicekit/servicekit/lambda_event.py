@@ -1,4 +1,5 @@
-"""An API Gateway HTTP API (payload v2) event, the shape the runner's Lambda handler (Mangum) reads."""
+"""An API Gateway HTTP API (payload v2) event, the shape the runner's Lambda handler (Mangum) reads,
+and the one boto3 Lambda client method that sends one (chat invokes the runner; the runner itself)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import base64
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
+
+
+class LambdaInvoker(Protocol):
+    """The one boto3 Lambda client method we use (a stand-in in tests)."""
+
+    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> Mapping[str, Any]: ...
 
 
 class HttpContext(TypedDict):
