@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 import pytest
 from runner.ollama import OllamaClient
@@ -87,4 +88,32 @@ async def test_generations_share_one_connection(chunked_server: tuple[ChunkedSer
     finally:
         await client.aclose()
     assert server.requests == 3
+    assert server.connections == 1
+
+
+async def test_a_caller_cancelling_its_scope_at_the_final_chunk_still_gets_it(
+    chunked_server: tuple[ChunkedServer, str],
+) -> None:
+    """As a job does: at the final chunk it cancels its task group (the progress reporter) and
+    returns the chunk; the body's end, read after that, must not turn the return into a cancellation."""
+    server, url = chunked_server
+    client = OllamaClient(url, timeout=httpx.Timeout(5.0))
+
+    async def final_chunk() -> dict[str, object] | None:
+        async with anyio.create_task_group() as group:
+            prepared = client.prepare(*ollama_request("m", {"prompt": "hello"}))
+            async with client.stream(prepared) as chunks:
+                async for chunk in chunks:
+                    if chunk.get("done"):
+                        group.cancel_scope.cancel()
+                        return dict(chunk)
+        return None
+
+    try:
+        for _ in range(2):
+            final = await final_chunk()
+            assert final is not None
+            assert final["done"] is True
+    finally:
+        await client.aclose()
     assert server.connections == 1

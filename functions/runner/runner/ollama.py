@@ -202,8 +202,11 @@ class _Chunks:
     async def drain(self) -> None:
         """Read to the body's end (Ollama ends it right after the final chunk); past ``DRAIN_S`` the
         connection is closed instead. Closing a response that is not read to its end closes its
-        connection, and the next generation would then wait for a new one."""
-        with anyio.move_on_after(DRAIN_S):
+        connection, and the next generation would then wait for a new one.
+
+        Shielded: a caller that cancels its scope on the final chunk (a job stops reporting
+        progress) must still get that chunk back, not a cancellation from this read."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(DRAIN_S):
             try:
                 async for _ in self._lines:
                     pass
