@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import anyio
 import pytest
 from servicekit.queue.dynamo_store import STATE_ID, DynamoQueueStore
 from servicekit.queue.model import NewTicket, QueueLimits
@@ -29,6 +30,10 @@ def ticket(ticket_id: str, caller: str) -> NewTicket:
 async def test_one_callers_requests_at_once_each_get_their_own_turn(table: object) -> None:
     # Five invocations of chat, each with its own store, enqueue for one caller at the same moment:
     # the conditional write on the caller's finish makes the losers read again and go behind.
+    # One DynamoDB call at a time (each is atomic in DynamoDB; moto checks a condition and writes
+    # in two steps, so two threads could both pass it), while the five enqueues still interleave
+    # call by call: all five read before any writes.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = 1
     stores = [DynamoQueueStore(table, limits=LIMITS) for _ in range(5)]
     await asyncio.gather(*(s.enqueue(ticket(f"t{i}", "C"), max_waiting=None, now=1.0) for i, s in enumerate(stores)))
     waiting = (await stores[0].snapshot(now=1.0)).waiting
