@@ -118,9 +118,11 @@ def test_a_mix_of_requests_gives_emf_documents(
     assert sum(metric(documents, "Requests", service="chat", route="/v1/jobs", status="202")) == 1
     assert sum(metric(documents, "Requests", service="runner", route="/v1/run/{model:path}", status="200")) == 2
     assert sum(metric(documents, "Requests", service="runner", route="/v1/jobs/{job_id}/run", status="200")) == 1
-    assert len(metric(documents, "GenerationTime", service="runner", model="tinyllama")) == 2
-    assert len(metric(documents, "TimeToFirstToken", service="runner", model="tinyllama")) == 2
-    assert sum(metric(documents, "TokensOut", model="tinyllama", caller="alice")) == 2 * fake.faults.tokens
+    # The job's run, reported on its own: two /chat generations and the job's.
+    assert sum(metric(documents, "Requests", service="runner", route="job", status="200")) == 1
+    assert len(metric(documents, "GenerationTime", service="runner", model="tinyllama")) == 3
+    assert len(metric(documents, "TimeToFirstToken", service="runner", model="tinyllama")) == 3
+    assert sum(metric(documents, "TokensOut", model="tinyllama", caller="alice")) == 3 * fake.faults.tokens
     assert sum(metric(documents, "Requests", service="chat", route="/readyz", status="503", code="not_ready")) == 1
     # Each grant's wait, by class (the job is a batch ticket).
     assert len(metric(documents, "QueueWait", service="runner", **{"class": "interactive"})) == 2

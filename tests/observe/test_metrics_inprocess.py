@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import httpx
 import pytest
@@ -39,7 +40,8 @@ async def stack(fake: FakeOllama, runner_settings: RunnerSettings, chat_settings
 
 async def test_a_scripted_mix_shows_in_the_metrics(stack) -> None:  # type: ignore[no-untyped-def]
     client, alice, ops = stack
-    assert (await client.post("/chat", json={"prompt": "one two"}, headers=alice)).status_code == 200
+    whole = await client.post("/chat", json={"prompt": "one two"}, headers=alice)
+    assert whole.status_code == 200
     streamed = await client.post("/chat", json={"prompt": "a b c", "stream": True}, headers=alice)
     assert streamed.status_code == 200
     assert '"done":true' in streamed.text
@@ -48,8 +50,12 @@ async def test_a_scripted_mix_shows_in_the_metrics(stack) -> None:  # type: igno
     job = await client.post("/v1/jobs", json={"prompt": "job"}, headers=alice)
     assert job.status_code == 202
     client.headers.update(alice)
-    await wait_for(client, job.json()["id"], status_is("succeeded"))
+    finished = await wait_for(client, job.json()["id"], status_is("succeeded"))
     client.headers.clear()
+    done_line = json.loads(streamed.text.strip().splitlines()[-1])
+    tokens_out = sum(
+        usage["completion_tokens"] for usage in (whole.json()["usage"], done_line["usage"], finished["usage"])
+    )
 
     response = await client.get("/metrics", headers=ops)
     assert response.status_code == 200
@@ -62,11 +68,13 @@ async def test_a_scripted_mix_shows_in_the_metrics(stack) -> None:  # type: igno
     assert value(found, requests, service="runner", route="/readyz", status="503", code="not_ready") == 1
     assert value(found, requests, service="chat", route="/chat", status="401", code="unauthorized") == 1
     assert value(found, requests, service="chat", route="/v1/jobs", status="202", code="") == 1
-    # Generations are counted once, by the runner: the two /chat ones (the job ran in the background).
-    assert value(found, P + "generation_seconds_count", model="tinyllama") == 2
-    assert value(found, P + "first_token_seconds_count", model="tinyllama") == 2
+    # A job's run is reported as the runner's "job" route (it runs outside any request).
+    assert value(found, requests, service="runner", route="job", status="200", code="") == 1
+    # Generations are counted once, by the runner: the two /chat ones and the job.
+    assert value(found, P + "generation_seconds_count", model="tinyllama") == 3
+    assert value(found, P + "first_token_seconds_count", model="tinyllama") == 3
     assert value(found, P + "tokens_per_second_count", model="tinyllama") >= 0  # the fake may report no eval time
-    assert total(found, P + "tokens_out_total", model="tinyllama", caller="alice") > 0
+    assert total(found, P + "tokens_out_total", model="tinyllama", caller="alice") == tokens_out
     assert total(found, P + "tokens_in_total", model="tinyllama", caller="alice") > 0
     assert value(found, P + "slot_busy") == 0
     # Every ticket that got the slot: the two /chat ones and the job (a batch ticket).

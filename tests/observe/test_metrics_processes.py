@@ -138,9 +138,11 @@ async def test_a_scripted_mix_across_two_runner_workers(tmp_path: Path) -> None:
     assert value(done, P + "queue_wait_seconds_count", **{"class": "batch"}) == 1
     assert value(done, P + "queue_depth", **{"class": "interactive"}) == 0
     assert value(done, P + "queue_oldest_wait_seconds") == 0
-    assert value(done, P + "generation_seconds_count", model="tinyllama") == interactive + direct
+    # Bob's job counts as his too, reported by whichever worker ran it.
+    assert value(done, requests, service="runner", route="job", status="200", code="") == 1
+    assert value(done, P + "generation_seconds_count", model="tinyllama") == interactive + direct + 1
     assert total(done, P + "tokens_out_total", model="tinyllama", caller="anonymous") == fake.faults.tokens * direct
-    assert total(done, P + "tokens_out_total", model="tinyllama", caller="bob") == fake.faults.tokens * (sent + 3)
+    assert total(done, P + "tokens_out_total", model="tinyllama", caller="bob") == fake.faults.tokens * (sent + 4)
     assert total(done, P + "tokens_out_total", model="tinyllama", caller="alice") == fake.faults.tokens * 2
     assert value(done, P + "jobs", status="succeeded") == 1
     assert value(done, P + "keys", state="active") == 3

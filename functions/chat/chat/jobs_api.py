@@ -80,7 +80,7 @@ class JobsEndpoints:
         now = time.time()
         job, created = await self.store.create(
             new_job(model, dict(generation), owner=caller.name, now=now, ttl_s=self.settings.job_ttl_s,
-                    start_deadline_s=self.settings.job_start_deadline_s),
+                    start_deadline_s=self.settings.job_start_deadline_s, owner_keyed=caller.keyed),
             idempotency_key=key,
         )  # fmt: skip
         if created:

@@ -338,7 +338,8 @@ def create_app(
         settle=settle,
         observer=slot_observer_for("runner", observe, metrics),
     )
-    jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama)
+    observers = observers_for("runner", observe, metrics)
+    jobs = JobRunner(settings, job_store or build_job_store(settings.state), slot, ollama, observers)
     slot.on_job = jobs.run_claimed
     drain = None
     if (lease := drain_lease or build_drain_lease(settings.state)) is not None:
@@ -377,7 +378,7 @@ def create_app(
             Route("/readyz", runner.readyz, methods=["GET"]),
         ],
         middleware=[
-            Middleware(ObserveRequests, service="runner", observers=observers_for("runner", observe, metrics)),
+            Middleware(ObserveRequests, service="runner", observers=observers),
             Middleware(RequestIdMiddleware),
             Middleware(CancelOnDisconnect),
         ],

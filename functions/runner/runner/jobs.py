@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -22,6 +22,8 @@ from servicekit.callers import Caller
 from servicekit.errors import Busy, ServiceError, UpstreamError, error_envelope
 from servicekit.jobs.model import Job
 from servicekit.jobs.store import JobStore
+from servicekit.observe.middleware import Observer, report
+from servicekit.observe.record import RequestRecord
 
 from runner.budget import Budget
 from runner.ollama import OllamaClient
@@ -32,6 +34,8 @@ from runner.wire import OllamaChunk, chunk_text, ollama_request, timings_of, usa
 logger = logging.getLogger("runner.jobs")
 # The cleanup writes of a job that is being torn down must still reach the store.
 CLEANUP_TIMEOUT_S = 5.0
+# The route a job's run is reported under (logs, the requests counter): bounded, like a route template.
+JOB_ROUTE = "job"
 
 
 def sole_service_error(group: BaseExceptionGroup[BaseException]) -> ServiceError | None:
@@ -53,11 +57,21 @@ def _error(exc: ServiceError, job_id: str) -> dict[str, Any]:
 
 
 class JobRunner:
-    def __init__(self, settings: Settings, store: JobStore, slot: GenerationSlot, ollama: OllamaClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        slot: GenerationSlot,
+        ollama: OllamaClient,
+        observers: Sequence[Observer] = (),
+    ) -> None:
         self.settings = settings
         self.store = store
         self.slot = slot
         self.ollama = ollama
+        # A job's run is reported like a request (one log line, its generation in the metrics):
+        # it runs outside any request that the middleware would see.
+        self.observers = observers
         self._background: set[asyncio.Task[str | None]] = set()
 
     def run_claimed(self, grant: Grant) -> None:
@@ -114,17 +128,26 @@ class JobRunner:
             return "expired"
 
     async def _run_started(self, job: Job, grant: Grant, budget: Budget) -> str:
+        record = RequestRecord(
+            service="runner", method="JOB", path=f"/v1/jobs/{job['id']}", request_id=job["id"], route=JOB_ROUTE,
+            caller=job["owner"], caller_keyed=job.get("owner_keyed", False), model=job["model"],
+        )  # fmt: skip
+        started = time.perf_counter()
         try:
-            return await self._generate(job, grant, budget)
+            return await self._generate(job, grant, budget, record)
         except asyncio.CancelledError:
+            record.status, record.error_code = 503, "runner_stopped"
             with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
                 await self.store.finish(
                     job["id"], "failed", now=time.time(),
                     fields={"error": {"code": "runner_stopped", "message": "The runner stopped during the job."}},
                 )  # fmt: skip
             raise
+        finally:
+            record.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            report(self.observers, record)
 
-    async def _generate(self, job: Job, grant: Grant, budget: Budget) -> str:
+    async def _generate(self, job: Job, grant: Grant, budget: Budget, record: RequestRecord) -> str:
         job_id = job["id"]
         prepared = self.ollama.prepare(*ollama_request(job["model"], job["request"]))  # type: ignore[arg-type]
         pieces: list[str] = []
@@ -166,11 +189,13 @@ class JobRunner:
             # The budget wraps the task group, so its end cancels generation and progress alike.
             final = await budget.run(generate_reporting_progress())
             if cancelled:
+                record.status, record.error_code = 499, "cancelled"
                 return "cancelled"
             if final is None:
                 raise UpstreamError("Ollama ended the stream before the generation was done.")
             grant.ended_cleanly = True
         except ServiceError as exc:
+            record.status, record.error_code = exc.status, exc.code
             fields = {"response": "".join(pieces), "error": _error(exc, job_id)}
             await self.store.finish(job_id, "failed", now=time.time(), fields=fields)
             return "failed"
@@ -180,4 +205,6 @@ class JobRunner:
             "timings": dict(timings_of(final, grant.queue_ms)),
         }
         await self.store.finish(job_id, "succeeded", now=time.time(), fields=fields)
+        record.status = 200
+        record.note_generation(job["model"], final, grant.queue_ms)
         return "succeeded"

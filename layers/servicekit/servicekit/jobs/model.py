@@ -33,6 +33,7 @@ class Job(TypedDict):
     timings: dict[str, Any] | None
     error: dict[str, Any] | None
     idempotency_key: NotRequired[str]
+    owner_keyed: NotRequired[bool]  # the owner was named by an API key (metrics label only those)
 
 
 class JobView(TypedDict):
@@ -70,7 +71,14 @@ def is_owner(value: str) -> bool:
 
 
 def new_job(
-    model: str, request: dict[str, Any], *, owner: str, now: float, ttl_s: float, start_deadline_s: float
+    model: str,
+    request: dict[str, Any],
+    *,
+    owner: str,
+    now: float,
+    ttl_s: float,
+    start_deadline_s: float,
+    owner_keyed: bool = False,
 ) -> Job:
     if not is_owner(owner):
         raise ValueError(f"not a job owner: {owner!r}")
@@ -92,6 +100,7 @@ def new_job(
         "usage": None,
         "timings": None,
         "error": None,
+        "owner_keyed": owner_keyed,
     }
 
 

@@ -81,11 +81,16 @@ class ObserveRequests:
         caller = caller_or_none(scope)
         if caller is not None:
             record.caller, record.caller_keyed = caller.name, caller.keyed
-        for observer in self.observers:
-            try:
-                observer.observe(record)
-            except Exception:
-                logger.exception("an observer failed (%s)", type(observer).__name__)
+        report(self.observers, record)
+
+
+def report(observers: Sequence[Observer], record: RequestRecord) -> None:
+    """Hand a finished record to every observer; one that fails is logged, never the request's problem."""
+    for observer in observers:
+        try:
+            observer.observe(record)
+        except Exception:
+            logger.exception("an observer failed (%s)", type(observer).__name__)
 
 
 def observers_for(service: str, settings: ObserveSettings, metrics: Observer | None) -> list[Observer]:
