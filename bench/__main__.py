@@ -86,9 +86,10 @@ async def added_latency(rounds: int, count: int) -> list[Row]:
     else:
         litellm_rows = [
             Row("LiteLLM proxy /v1/chat/completions added p50", litellm.added_p50_ms, "ms", "(compare)", None),
-            Row("LiteLLM proxy streaming added first byte p50", litellm.added_first_byte_p50_ms, "ms", "(compare)",
-                None),
-        ]  # fmt: skip
+            Row(
+                "LiteLLM proxy streaming added first byte p50", litellm.added_first_byte_p50_ms, "ms", "(compare)", None
+            ),
+        ]
     return [
         Row("direct to fake Ollama p50", med(lambda r: r[0].p50), "ms", "(baseline)", None),
         Row("chat+runner added latency p50", added["p50"], "ms", "<= 1.5", added["p50"] <= 1.5),
@@ -188,8 +189,10 @@ async def rejections(seconds: float) -> list[Row]:
         async with httpx.AsyncClient(timeout=60, headers=s.headers) as client:
             holders = [asyncio.create_task(client.post(f"{s.chat_url}/chat", json=PROMPT)) for _ in range(3)]
             await asyncio.sleep(0.5)
-            for name, url, headers in (("runner", f"{s.runner_url}/v1/run/tinyllama", s.runner_headers),
-                                       ("chat -> runner", f"{s.chat_url}/chat", s.headers)):  # fmt: skip
+            for name, url, headers in (
+                ("runner", f"{s.runner_url}/v1/run/tinyllama", s.runner_headers),
+                ("chat -> runner", f"{s.chat_url}/chat", s.headers),
+            ):
                 per_s, p50, statuses = await overload(url, PROMPT, clients=32, seconds=seconds, headers=headers)
                 if set(statuses) != {503}:
                     raise RuntimeError(f"overload run answered {statuses}")
@@ -233,24 +236,61 @@ def aws_rows(outcomes: list[Outcome]) -> list[Row]:
         queue = o.design == "queue"
         label = f"AWS {o.scenario} ({'queue' if queue else 'before'})"  # README: 10 jobs, 5 chats of 1 s
         if o.scenario == "jobs":
-            rows.append(Row(f"{label}: GPU busy", o.busy_pct, "%", ">= 95" if queue else "(compare)",
-                            o.busy_pct >= 95 if queue else None))  # fmt: skip
-            rows.append(Row(f"{label}: not run (expired)", o.expired, "jobs", "0" if queue else "(compare)",
-                            o.expired == 0 if queue else None))  # fmt: skip
+            rows.append(
+                Row(
+                    f"{label}: GPU busy",
+                    o.busy_pct,
+                    "%",
+                    ">= 95" if queue else "(compare)",
+                    o.busy_pct >= 95 if queue else None,
+                )
+            )
+            rows.append(
+                Row(
+                    f"{label}: not run (expired)",
+                    o.expired,
+                    "jobs",
+                    "0" if queue else "(compare)",
+                    o.expired == 0 if queue else None,
+                )
+            )
         else:
-            rows.append(Row(f"{label}: answered 503", o.refused, "chats", "0" if queue else "(compare)",
-                            o.refused == 0 if queue else None))  # fmt: skip
-            rows.append(Row(f"{label}: served in fair order", float(bool(o.fair)), "yes=1", "1" if queue else
-                            "(compare)", bool(o.fair) if queue else None))  # fmt: skip
-        rows.append(Row(f"{label}: idle gap p50", o.gap_p50_ms, "ms", "<= 150" if queue else "(compare)",
-                        o.gap_p50_ms <= 150 if queue else None))  # fmt: skip
+            rows.append(
+                Row(
+                    f"{label}: answered 503",
+                    o.refused,
+                    "chats",
+                    "0" if queue else "(compare)",
+                    o.refused == 0 if queue else None,
+                )
+            )
+            rows.append(
+                Row(
+                    f"{label}: served in fair order",
+                    float(bool(o.fair)),
+                    "yes=1",
+                    "1" if queue else "(compare)",
+                    bool(o.fair) if queue else None,
+                )
+            )
+        rows.append(
+            Row(
+                f"{label}: idle gap p50",
+                o.gap_p50_ms,
+                "ms",
+                "<= 150" if queue else "(compare)",
+                o.gap_p50_ms <= 150 if queue else None,
+            )
+        )
         rows.append(Row(f"{label}: idle gap max", o.gap_max_ms, "ms", "(report)", None))
         rows.append(Row(f"{label}: DynamoDB reads per generation", o.reads_per_generation, "calls", "(cost)", None))
         rows.append(Row(f"{label}: DynamoDB writes per generation", o.writes_per_generation, "calls", "(cost)", None))
-        rows.append(Row(f"{label}: runner invocations per generation", o.invocations_per_generation, "calls",
-                        "(cost)", None))  # fmt: skip
-        rows.append(Row(f"{label}: throttled invokes per generation", o.throttles_per_generation, "calls",
-                        "(cost)", None))  # fmt: skip
+        rows.append(
+            Row(f"{label}: runner invocations per generation", o.invocations_per_generation, "calls", "(cost)", None)
+        )
+        rows.append(
+            Row(f"{label}: throttled invokes per generation", o.throttles_per_generation, "calls", "(cost)", None)
+        )
     return rows
 
 
@@ -264,13 +304,15 @@ async def run(quick: bool) -> list[Row]:
     rows += await rejections(seconds=2.0 if quick else 4.0)
     rows += cold_start()
     p50_us, p99_us = await auth_check_us()
-    rows.append(Row("auth check per request, cached key p50 (in-process)", p50_us / 1000, "ms", "<= 0.1",
-                    p50_us / 1000 <= 0.1))  # fmt: skip
+    rows.append(
+        Row("auth check per request, cached key p50 (in-process)", p50_us / 1000, "ms", "<= 0.1", p50_us / 1000 <= 0.1)
+    )
     rows.append(Row("auth check per request, cached key p99 (in-process)", p99_us / 1000, "ms", "(report)", None))
     # Logs and metrics per request, per service (a /chat crosses two: chat and the runner).
     p50_us, p99_us = await observe_cost_us()
-    rows.append(Row("log line + metrics per request p50 (in-process)", p50_us / 1000, "ms", "<= 0.1",
-                    p50_us / 1000 <= 0.1))  # fmt: skip
+    rows.append(
+        Row("log line + metrics per request p50 (in-process)", p50_us / 1000, "ms", "<= 0.1", p50_us / 1000 <= 0.1)
+    )
     rows.append(Row("log line + metrics per request p99 (in-process)", p99_us / 1000, "ms", "(report)", None))
     p50_us, _ = observe_cost_multiprocess_us()
     rows.append(Row("same, multiprocess mode (mmap files) p50", p50_us / 1000, "ms", "<= 0.1", p50_us / 1000 <= 0.1))
@@ -288,8 +330,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
     parser.add_argument("--aws", action="store_true", help="only the AWS simulation (bench/aws_queue.py)")
-    parser.add_argument("--aws-before-jobs", action="store_true",
-                        help="with --aws: also the jobs run of the design before the queue (~9 minutes)")  # fmt: skip
+    parser.add_argument(
+        "--aws-before-jobs",
+        action="store_true",
+        help="with --aws: also the jobs run of the design before the queue (~9 minutes)",
+    )
     args = parser.parse_args()
     started = time.time()
     load_before = os.getloadavg()
@@ -302,10 +347,14 @@ def main() -> None:
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_before": load_before,
-                    "loadavg_after": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
         "rows": [asdict(row) for row in rows],
-    }  # fmt: skip
+    }
     RESULTS.mkdir(exist_ok=True)
     written = RESULTS / ("aws.json" if args.aws else "latest.json")
     written.write_text(json.dumps(report, indent=2) + "\n")

@@ -18,8 +18,17 @@ async def auth_check_us(rounds: int = 20_000) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         store = key_store(StateSettings(directory=str(Path(tmp) / "state")))
         key = new_key()
-        await store.add({"name": "bench", "key_hash": hash_key(key), "created_at": time.time(), "revoked_at": None,
-                         "weight": 1, "max_waiting": None, "models": None})  # fmt: skip
+        await store.add(
+            {
+                "name": "bench",
+                "key_hash": hash_key(key),
+                "created_at": time.time(),
+                "revoked_at": None,
+                "weight": 1,
+                "max_waiting": None,
+                "models": None,
+            }
+        )
         auth = Authenticator(store, mode="required", cache_ttl_s=3600)
         scope = {
             "type": "http",

@@ -77,8 +77,12 @@ def _warm(stack: AwsStack, fake: FakeOllama, containers: int) -> None:
     """Warm containers, as a steady stream keeps them: ``containers`` chats at once (each waiting one
     holds a chat container; the runner's starts too), then forget them."""
     with ThreadPoolExecutor(max_workers=containers) as pool:
-        list(pool.map(lambda i: stack.call("POST", "/chat", {"prompt": "warm"}, caller_ip=f"192.0.2.{i + 1}"),
-                      range(containers)))  # fmt: skip
+        list(
+            pool.map(
+                lambda i: stack.call("POST", "/chat", {"prompt": "warm"}, caller_ip=f"192.0.2.{i + 1}"),
+                range(containers),
+            )
+        )
     fake.recorder = Recorder()
     stack.runner.attempts.clear()
     stack.runner.throttles = 0
@@ -92,21 +96,28 @@ def _wait(condition: Any, timeout_s: float) -> None:
         time.sleep(0.01)
 
 
-def _outcome(design: str, scenario: str, fake: FakeOllama, stack: AwsStack, calls: _Calls, started: float,
-             **fields: Any) -> Outcome:  # fmt: skip
+def _outcome(
+    design: str, scenario: str, fake: FakeOllama, stack: AwsStack, calls: _Calls, started: float, **fields: Any
+) -> Outcome:
     spans = sorted(fake.recorder.spans)
     count = len(spans)
     span_s = spans[-1][1] - started
     gaps = fake.recorder.gaps_ms()
     ran = [a for a in stack.runner.attempts if a.ended]
     return Outcome(
-        design=design, scenario=scenario, generations=count,
+        design=design,
+        scenario=scenario,
+        generations=count,
         busy_pct=100 * sum(end - start for start, end in spans) / span_s,
-        gap_p50_ms=statistics.median(gaps) if gaps else 0.0, gap_max_ms=max(gaps, default=0.0),
-        reads_per_generation=calls.reads() / count, writes_per_generation=calls.writes() / count,
-        invocations_per_generation=len(ran) / count, throttles_per_generation=stack.runner.throttles / count,
-        span_s=span_s, **fields,
-    )  # fmt: skip
+        gap_p50_ms=statistics.median(gaps) if gaps else 0.0,
+        gap_max_ms=max(gaps, default=0.0),
+        reads_per_generation=calls.reads() / count,
+        writes_per_generation=calls.writes() / count,
+        invocations_per_generation=len(ran) / count,
+        throttles_per_generation=stack.runner.throttles / count,
+        span_s=span_s,
+        **fields,
+    )
 
 
 def jobs_together(before: bool, jobs: int = 10, generation_s: float = 1.0) -> Outcome:
@@ -119,17 +130,27 @@ def jobs_together(before: bool, jobs: int = 10, generation_s: float = 1.0) -> Ou
         started = time.perf_counter()
         # From two callers: one may have MAX_WAITING_PER_CALLER (8) waiting.
         owners = [f"198.51.100.{i % 2 + 1}" for i in range(jobs)]
-        ids = [stack.call("POST", "/v1/jobs", {"prompt": f"job {i}"}, caller_ip=ip).body["id"]
-               for i, ip in enumerate(owners)]  # fmt: skip
+        ids = [
+            stack.call("POST", "/v1/jobs", {"prompt": f"job {i}"}, caller_ip=ip).body["id"]
+            for i, ip in enumerate(owners)
+        ]
         # Until every job has succeeded or was given up on (Lambda drops an event 900 s old).
         _wait(lambda: fake.recorder.completed >= jobs or not stack.runner.pending(), timeout_s=1000)
         calls.on = False
         statuses = [
             stack.call("GET", f"/v1/jobs/{i}", caller_ip=ip).body["status"] for i, ip in zip(ids, owners, strict=True)
         ]
-        return _outcome("before" if before else "queue", "jobs", fake, stack, calls, started,
-                        expired=len(ids) - statuses.count("succeeded"), refused=0,
-                        fair=None)  # fmt: skip
+        return _outcome(
+            "before" if before else "queue",
+            "jobs",
+            fake,
+            stack,
+            calls,
+            started,
+            expired=len(ids) - statuses.count("succeeded"),
+            refused=0,
+            fair=None,
+        )
 
 
 def chats_together(before: bool, chats: int = 5, generation_s: float = 1.0) -> Outcome:
@@ -149,8 +170,17 @@ def chats_together(before: bool, chats: int = 5, generation_s: float = 1.0) -> O
             replies = list(pool.map(arrive, range(chats)))
         calls.on = False
         fair = fake.recorder.prompts == [f"chat{i}" for i in range(chats)]
-        return _outcome("before" if before else "queue", "chats", fake, stack, calls, started, expired=0,
-                        refused=sum(1 for r in replies if r.status == 503), fair=fair)  # fmt: skip
+        return _outcome(
+            "before" if before else "queue",
+            "chats",
+            fake,
+            stack,
+            calls,
+            started,
+            expired=0,
+            refused=sum(1 for r in replies if r.status == 503),
+            fair=fair,
+        )
 
 
 def simulate(before_jobs: bool) -> list[Outcome]:

@@ -71,8 +71,19 @@ def import_ms(module: str, runs: int = 5, extra_env: Mapping[str, str] | None = 
     code = f"import time; t = time.perf_counter(); import {module}; print((time.perf_counter() - t) * 1000)"
     path = os.pathsep.join(str(REPO / p) for p in ("functions/chat", "functions/runner", "layers/servicekit"))
     env = service_env({"PYTHONPATH": path, **(extra_env or {})})
-    samples = [float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                    check=True, cwd=tempfile.gettempdir()).stdout) for _ in range(runs)]  # fmt: skip
+    samples = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=tempfile.gettempdir(),
+            ).stdout
+        )
+        for _ in range(runs)
+    ]
     return statistics.median(samples)
 
 
@@ -81,8 +92,18 @@ def first_response_ms(function: str, env: dict[str, str], runs: int = 3) -> floa
     samples = []
     for _ in range(runs):
         port = free_port()
-        command = [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "functions" / function),
-                   f"{function}.app:app", "--port", str(port), "--log-level", "warning"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(REPO / "functions" / function),
+            f"{function}.app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
         started = time.perf_counter()
         process = subprocess.Popen(command, env=service_env(env), cwd=REPO)
         try:

@@ -40,8 +40,15 @@ from starlette.routing import Route
 
 from bench.measure import percentile
 
-FINAL = {"model": "tinyllama", "prompt_eval_count": 7, "eval_count": 3, "total_duration": 60_000_000,
-         "load_duration": 1_000_000, "prompt_eval_duration": 4_000_000, "eval_duration": 50_000_000}  # fmt: skip
+FINAL = {
+    "model": "tinyllama",
+    "prompt_eval_count": 7,
+    "eval_count": 3,
+    "total_duration": 60_000_000,
+    "load_duration": 1_000_000,
+    "prompt_eval_duration": 4_000_000,
+    "eval_duration": 50_000_000,
+}
 
 
 async def _reply(request: Request) -> Response:
@@ -78,9 +85,19 @@ async def _per_request_us(app: Starlette, rounds: int) -> list[float]:
 
     samples = []
     for _ in range(rounds):
-        scope = {"type": "http", "method": "POST", "path": "/chat", "raw_path": b"/chat", "query_string": b"",
-                 "headers": [], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "scheme": "http",
-                 "http_version": "1.1", "root_path": ""}  # fmt: skip
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/chat",
+            "raw_path": b"/chat",
+            "query_string": b"",
+            "headers": [],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 8000),
+            "scheme": "http",
+            "http_version": "1.1",
+            "root_path": "",
+        }
         started = time.perf_counter()
         await app(scope, receive, send)
         samples.append((time.perf_counter() - started) * 1e6)
@@ -118,9 +135,15 @@ async def queue_scrape_ms(waiting: int = 64, rounds: int = 200) -> float:
         store = SqliteQueueStore(StateDatabase(Path(tmp) / "state"), limits)
         now = time.time()
         for index in range(waiting):
-            ticket: NewTicket = {"id": f"t{index}", "caller": f"c{index % 8}", "weight": 1, "model": "tinyllama",
-                                 "ticket_class": "interactive" if index % 4 else "batch", "holder": "bench",
-                                 "job_id": None}  # fmt: skip
+            ticket: NewTicket = {
+                "id": f"t{index}",
+                "caller": f"c{index % 8}",
+                "weight": 1,
+                "model": "tinyllama",
+                "ticket_class": "interactive" if index % 4 else "batch",
+                "holder": "bench",
+                "job_id": None,
+            }
             await store.enqueue(ticket, max_waiting=None, now=now)
         metrics = PrometheusMetrics()
         samples = []

@@ -63,9 +63,16 @@ def curl_first_token_ms(running: Stack, rounds: int) -> list[float]:
     samples: list[float] = []
     for index in range(rounds):
         command = [
-            "curl", "-sN", f"{running.chat_url}/chat", "-H", f"Authorization: {running.headers['Authorization']}",
-            "-H", "Content-Type: application/json", "-d", f'{{"prompt": "first token {index}", "stream": true}}',
-        ]  # fmt: skip
+            "curl",
+            "-sN",
+            f"{running.chat_url}/chat",
+            "-H",
+            f"Authorization: {running.headers['Authorization']}",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            f'{{"prompt": "first token {index}", "stream": true}}',
+        ]
         started = time.perf_counter()
         with subprocess.Popen(command, stdout=subprocess.PIPE) as curl:
             assert curl.stdout is not None
@@ -85,8 +92,10 @@ def measure(rounds: int) -> tuple[list[float], list[float]]:
 def main() -> None:
     page, curl = measure(30)
     for name, samples in (("page", page), ("curl", curl)):
-        print(f"time to first token, {name:<4}: p50 {statistics.median(samples):6.1f} ms  "
-              f"(min {min(samples):.1f}, max {max(samples):.1f}, n={len(samples)})")  # fmt: skip
+        print(
+            f"time to first token, {name:<4}: p50 {statistics.median(samples):6.1f} ms  "
+            f"(min {min(samples):.1f}, max {max(samples):.1f}, n={len(samples)})"
+        )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,17 @@ async def bench_key(state_dir: str) -> str:
     """A key for the benchmark's caller, stored where chat reads keys."""
     key = new_key()
     store = key_store(StateSettings(directory=state_dir))
-    await store.add({"name": "bench", "key_hash": hash_key(key), "created_at": time.time(), "revoked_at": None,
-                     "weight": 1, "max_waiting": None, "models": None})  # fmt: skip
+    await store.add(
+        {
+            "name": "bench",
+            "key_hash": hash_key(key),
+            "created_at": time.time(),
+            "revoked_at": None,
+            "weight": 1,
+            "max_waiting": None,
+            "models": None,
+        }
+    )
     return key
 
 
@@ -43,9 +52,16 @@ async def bench_key(state_dir: str) -> str:
 def fake_ollama(token_delay_s: float = 0.0, tokens: int = 3) -> Iterator[str]:
     port = free_port()
     command = [
-        sys.executable, "-m", "tests.fake_ollama", "--port", str(port),
-        "--token-delay-s", str(token_delay_s), "--tokens", str(tokens),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "tests.fake_ollama",
+        "--port",
+        str(port),
+        "--token-delay-s",
+        str(token_delay_s),
+        "--tokens",
+        str(tokens),
+    ]
     process = subprocess.Popen(command, cwd=REPO, env=service_env({}))
     url = f"http://127.0.0.1:{port}"
     try:
@@ -69,8 +85,13 @@ def stack(
             key = pool.submit(asyncio.run, bench_key(state_dir)).result()
         token = secrets.token_urlsafe(32)
         # Every bench client uses the one bench key: never capped before the queue is full.
-        runner_env = {"OLLAMA_HOST": ollama_url, "STATE_DIR": state_dir, "MAX_QUEUE": str(max_queue),
-                      "MAX_WAITING_PER_CALLER": str(max_queue + 1), "RUNNER_TOKEN": token}  # fmt: skip
+        runner_env = {
+            "OLLAMA_HOST": ollama_url,
+            "STATE_DIR": state_dir,
+            "MAX_QUEUE": str(max_queue),
+            "MAX_WAITING_PER_CALLER": str(max_queue + 1),
+            "RUNNER_TOKEN": token,
+        }
         runner_url, runner = stack_.enter_context(
             uvicorn_process(
                 "runner", "runner.app:app", runner_env, extra_args=("--workers", str(runner_workers), "--no-access-log")

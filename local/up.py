@@ -75,9 +75,13 @@ class Child:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            self.command, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            self.command,
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
-        )  # fmt: skip
+        )
         pump = threading.Thread(target=self._pump, daemon=True)
         pump.start()
         self.pumps.append(pump)
@@ -167,11 +171,23 @@ class Plan:
 
 def uvicorn_command(function: str, port: int, bind: str, workers: int = 1) -> list[str]:
     return [
-        sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "functions" / function), f"{function}.app:app",
-        "--host", bind, "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(REPO / "functions" / function),
+        f"{function}.app:app",
+        "--host",
+        bind,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
         # uvicorn's access log costs measurable time on every request (bench/); errors still log.
         "--no-access-log",
-    ]  # fmt: skip
+    ]
 
 
 def write_runner_token(state_dir: Path, token: str) -> None:
@@ -212,8 +228,11 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
     else:
         ollama_url = f"http://127.0.0.1:{plan.ollama_port}"
         say(f"starting the embedded model server (LOCAL_ENGINE={env.get('LOCAL_ENGINE', 'llama')}) on {ollama_url}")
-        ollama = Child("ollama", [sys.executable, "-m", "local", "ollama", "--host", plan.bind],
-                       {**base, "OLLAMA_PORT": str(plan.ollama_port)})  # fmt: skip
+        ollama = Child(
+            "ollama",
+            [sys.executable, "-m", "local", "ollama", "--host", plan.bind],
+            {**base, "OLLAMA_PORT": str(plan.ollama_port)},
+        )
         children.append(ollama)
         ollama.start()
         wait_ready(ollama, f"{ollama_url}/api/version")
@@ -224,18 +243,27 @@ def start_stack(plan: Plan, env: dict[str, str], children: list[Child]) -> str:
 
     runner_url = f"http://127.0.0.1:{plan.runner_port}"
     say(f"starting the runner ({plan.workers} worker{'s' if plan.workers > 1 else ''}) on {runner_url}")
-    runner = Child("runner", uvicorn_command("runner", plan.runner_port, plan.bind, plan.workers),
-                   {**base, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": models["DEFAULT_MODEL"],
-                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / "runner")})  # fmt: skip
+    runner = Child(
+        "runner",
+        uvicorn_command("runner", plan.runner_port, plan.bind, plan.workers),
+        {
+            **base,
+            "OLLAMA_HOST": ollama_url,
+            "DEFAULT_MODEL": models["DEFAULT_MODEL"],
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / "runner"),
+        },
+    )
     children.append(runner)
     runner.start()
     wait_ready(runner, f"{runner_url}/readyz")
 
     chat_url = f"http://127.0.0.1:{plan.chat_port}"
     say(f"starting chat on {chat_url}")
-    chat = Child("chat", uvicorn_command("chat", plan.chat_port, plan.bind),
-                 {**base, "RUNNER_URL": runner_url, **models,
-                  "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})  # fmt: skip
+    chat = Child(
+        "chat",
+        uvicorn_command("chat", plan.chat_port, plan.bind),
+        {**base, "RUNNER_URL": runner_url, **models, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+    )
     children.append(chat)
     chat.start()
     wait_ready(chat, f"{chat_url}/readyz")
@@ -268,8 +296,11 @@ def main(argv: list[str] | None = None) -> int:
             curl += ' -H "Authorization: Bearer $KEY"'
         say(f'  {curl} -d \'{{"prompt": "Why is the sky blue?"}}\'')
         add = f"STATE_DIR={shlex.quote(plan.state_dir)} {shlex.quote(sys.executable)} -m chat.keys add NAME"
-        say(f"  API keys exist: put yours in KEY; another with: {add}" if keys_exist else
-            f"  no API key needed until one exists; make one (and require them) with: {add}")  # fmt: skip
+        say(
+            f"  API keys exist: put yours in KEY; another with: {add}"
+            if keys_exist
+            else f"  no API key needed until one exists; make one (and require them) with: {add}"
+        )
         say(f"  or open {chat_url}/ in a browser: the chat page")
         say("Ctrl-C stops everything.")
         return supervise(children, stop)

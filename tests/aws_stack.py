@@ -70,8 +70,9 @@ class AwsStack:
     def call(self, method: str, path: str, body: Any = None, *, caller_ip: str = "203.0.113.1") -> Reply:
         """One request through API Gateway to chat's handler (blocking: run it in a thread)."""
         raw = json.dumps(body).encode() if body is not None else b""
-        event = http_api_event(method, path, headers={"content-type": "application/json"}, body=raw,
-                               source_ip=caller_ip)  # fmt: skip
+        event = http_api_event(
+            method, path, headers={"content-type": "application/json"}, body=raw, source_ip=caller_ip
+        )
         result = self.chat.invoke(
             FunctionName=CHAT, InvocationType="RequestResponse", Payload=json.dumps(event).encode()
         )
@@ -98,8 +99,9 @@ def aws_stack(
     retries while the runner is busy, and each runner invocation has a queue of its own.
     """
     with mock_aws(), serve_in_thread(fake.app) as ollama_url, tempfile.TemporaryDirectory() as tmp:
-        resource = boto3.resource("dynamodb", region_name=REGION, aws_access_key_id="testing",
-                                  aws_secret_access_key="testing")  # fmt: skip
+        resource = boto3.resource(
+            "dynamodb", region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
         table = create_jobs_table(resource)
         itself = _RunnerItself()
         containers = iter(range(1_000_000))
@@ -107,10 +109,14 @@ def aws_stack(
         def runner_handler() -> Handler:
             # Each container has its own /tmp (its host lock and settle mark).
             directory = Path(tmp) / f"runner-{next(containers)}"
-            settings = RunnerSettings(ollama_url=ollama_url, state=StateSettings(directory=str(directory)),
-                                      lock_path=str(directory / "runner.lock"), function_name=RUNNER,
-                                      job_progress_interval_s=job_progress_interval_s,
-                                      job_lease_s=max(2.0, 4 * job_progress_interval_s))  # fmt: skip
+            settings = RunnerSettings(
+                ollama_url=ollama_url,
+                state=StateSettings(directory=str(directory)),
+                lock_path=str(directory / "runner.lock"),
+                function_name=RUNNER,
+                job_progress_interval_s=job_progress_interval_s,
+                job_lease_s=max(2.0, 4 * job_progress_interval_s),
+            )
             if before:
                 return lambda_handler(create_runner_app(settings, job_store=DynamoJobStore(table)))
             app = create_runner_app(
@@ -122,31 +128,49 @@ def aws_stack(
             )
             return lambda_handler(app)
 
-        runner = InProcessLambda(runner_handler(), RUNNER, runner_timeout_s, reserved_concurrency=1,
-                                 new_handler=runner_handler,
-                                 time_scale=time_scale, retry_attempts=retry_attempts)  # fmt: skip
+        runner = InProcessLambda(
+            runner_handler(),
+            RUNNER,
+            runner_timeout_s,
+            reserved_concurrency=1,
+            new_handler=runner_handler,
+            time_scale=time_scale,
+            retry_attempts=retry_attempts,
+        )
         itself.runner = runner
 
         def chat_handler() -> Handler:
             if before:
-                settings = ChatSettings(runner_function=RUNNER, auth="off", chat_deadline_s=chat_deadline_s,
-                                        state=StateSettings(directory=tmp))  # fmt: skip
+                settings = ChatSettings(
+                    runner_function=RUNNER,
+                    auth="off",
+                    chat_deadline_s=chat_deadline_s,
+                    state=StateSettings(directory=tmp),
+                )
                 transport = LambdaInvokeTransport(runner, RUNNER, default_deadline_s=chat_deadline_s)
                 app = create_chat_app(settings, runner_transport=transport, job_store=DynamoJobStore(table))
                 return lambda_handler(app)
-            settings = ChatSettings(runner_function=RUNNER, auth="off", chat_deadline_s=chat_deadline_s,
-                                    state=StateSettings(table=TABLE, directory=tmp))  # fmt: skip
-            queue = LambdaQueue(DynamoQueueStore(table, limits=settings.queue_limits),
-                                DrainLease(table, lease_s=drain_lease_s), poll_s=POLL_S)  # fmt: skip
+            settings = ChatSettings(
+                runner_function=RUNNER,
+                auth="off",
+                chat_deadline_s=chat_deadline_s,
+                state=StateSettings(table=TABLE, directory=tmp),
+            )
+            queue = LambdaQueue(
+                DynamoQueueStore(table, limits=settings.queue_limits),
+                DrainLease(table, lease_s=drain_lease_s),
+                poll_s=POLL_S,
+            )
             transport = LambdaInvokeTransport(runner, RUNNER, default_deadline_s=chat_deadline_s, queue=queue)
-            app = create_chat_app(settings, runner_transport=transport, job_store=DynamoJobStore(table),
-                                  lambda_queue=queue)  # fmt: skip
+            app = create_chat_app(
+                settings, runner_transport=transport, job_store=DynamoJobStore(table), lambda_queue=queue
+            )
             return lambda_handler(app)
 
-        chat = InProcessLambda(chat_handler(), CHAT, timeout_s=29, reserved_concurrency=1000,
-                               new_handler=chat_handler)  # fmt: skip
-        stack = AwsStack(table, runner, chat, DynamoQueueStore(table, limits=RunnerSettings().queue_limits),
-                         DynamoJobStore(table))  # fmt: skip
+        chat = InProcessLambda(chat_handler(), CHAT, timeout_s=29, reserved_concurrency=1000, new_handler=chat_handler)
+        stack = AwsStack(
+            table, runner, chat, DynamoQueueStore(table, limits=RunnerSettings().queue_limits), DynamoJobStore(table)
+        )
         try:
             yield stack
         finally:

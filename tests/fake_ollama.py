@@ -69,8 +69,14 @@ DETAILS = {"format": "gguf", "family": "llama", "parameter_size": "1B", "quantiz
 
 
 def _model_entry(name: str) -> dict[str, Any]:
-    return {"name": name, "model": name, "modified_at": MODIFIED_AT, "size": 1000, "digest": "0" * 64,
-            "details": DETAILS}  # fmt: skip
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": MODIFIED_AT,
+        "size": 1000,
+        "digest": "0" * 64,
+        "details": DETAILS,
+    }
 
 
 def _vector(text: str) -> list[float]:

@@ -42,8 +42,10 @@ ERROR_RETRY_S = (60.0, 120.0)
 
 def throttled() -> ClientError:
     """What botocore raises when reserved concurrency is reached (its parsed error response)."""
-    response: Any = {"Error": {"Code": "TooManyRequestsException", "Message": "Rate Exceeded."},
-                     "ResponseMetadata": {"HTTPStatusCode": 429}}  # fmt: skip
+    response: Any = {
+        "Error": {"Code": "TooManyRequestsException", "Message": "Rate Exceeded."},
+        "ResponseMetadata": {"HTTPStatusCode": 429},
+    }
     return ClientError(response, "Invoke")
 
 

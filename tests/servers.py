@@ -74,9 +74,20 @@ def uvicorn_process(
     """Run ``uvicorn --app-dir functions/<app_dir> <app>`` as the README does; yields (url, process)."""
     port = port or free_port()
     command = [
-        sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "functions" / app_dir), app,
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra_args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(REPO / "functions" / app_dir),
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra_args,
+    ]
     process = subprocess.Popen(command, env=service_env(env), cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:

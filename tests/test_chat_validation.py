@@ -27,8 +27,12 @@ BAD_REQUESTS: list[tuple[str, Any, int, str]] = [
     ("blank prompt", {"prompt": "   \n"}, 422, "invalid_request"),
     ("numeric prompt", {"prompt": 42}, 422, "invalid_request"),
     ("null prompt", {"prompt": None}, 422, "invalid_request"),
-    ("both prompt and messages", {"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, 422,
-     "invalid_request"),
+    (
+        "both prompt and messages",
+        {"prompt": "a", "messages": [{"role": "user", "content": "b"}]},
+        422,
+        "invalid_request",
+    ),
     ("messages not a list", {"messages": "hi"}, 422, "invalid_request"),
     ("messages empty", {"messages": []}, 422, "invalid_request"),
     ("message without role", {"messages": [{"content": "hi"}]}, 422, "invalid_request"),
@@ -58,7 +62,7 @@ BAD_REQUESTS: list[tuple[str, Any, int, str]] = [
     ("prompt too long", {"prompt": "x" * 16_001}, 422, "prompt_too_long"),
     ("system pushes past the limit", {"prompt": "x" * 16_000, "system": "y"}, 422, "prompt_too_long"),
     ("messages too long", {"messages": [{"role": "user", "content": "x" * 9000}] * 2}, 422, "prompt_too_long"),
-]  # fmt: skip
+]
 
 
 def _assert_refused(response: httpx.Response, status: int, code: str, fake: FakeOllama) -> None:

@@ -99,11 +99,17 @@ def _payload(data: Mapping[str, Any]) -> StreamingBody:
 OK_RESPONSE = {
     "statusCode": 200,
     "headers": {"content-type": "application/json", "x-queue-wait-ms": "0.1"},
-    "body": json.dumps({"model": "tinyllama", "response": "fine", "done_reason": "stop",
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
-                        "timings": {"queue_ms": 0.1, "total_ms": 1.0, "load_ms": 0.0, "tokens_per_s": 1.0}}),
+    "body": json.dumps(
+        {
+            "model": "tinyllama",
+            "response": "fine",
+            "done_reason": "stop",
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+            "timings": {"queue_ms": 0.1, "total_ms": 1.0, "load_ms": 0.0, "tokens_per_s": 1.0},
+        }
+    ),
     "isBase64Encoded": False,
-}  # fmt: skip
+}
 
 
 def _throttle(stubber: Stubber) -> None:

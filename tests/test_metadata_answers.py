@@ -15,18 +15,34 @@ JSON = b"application/json"
 TAGS = ("GET", "/api/tags", None)
 
 CASES = [
-    pytest.param((200, JSON, b'{"models": 5}'), TAGS, "Ollama answered a model list that is not a list of models.",
-                 id="tags-not-a-list"),
+    pytest.param(
+        (200, JSON, b'{"models": 5}'),
+        TAGS,
+        "Ollama answered a model list that is not a list of models.",
+        id="tags-not-a-list",
+    ),
     pytest.param((404, JSON, b'{"models": []}'), TAGS, "Ollama answered /api/tags with 404.", id="tags-refused"),
-    pytest.param((200, JSON, b"[]"), ("POST", "/api/show", {"model": "tinyllama"}),
-                 "Ollama answered /api/show with 200.", id="show-not-an-object"),
+    pytest.param(
+        (200, JSON, b"[]"),
+        ("POST", "/api/show", {"model": "tinyllama"}),
+        "Ollama answered /api/show with 200.",
+        id="show-not-an-object",
+    ),
     pytest.param((400, JSON, b"{}"), ("GET", "/api/ps", None), "Ollama answered /api/ps with 400.", id="ps-refused"),
-    pytest.param((400, JSON, b"{}"), ("GET", "/api/version", None), "Ollama answered /api/version with 400.",
-                 id="version-refused"),
-    pytest.param((200, JSON, b"oops"), TAGS,
-                 "The runner answered a metadata request with something that is not JSON.", id="runner-not-json"),
+    pytest.param(
+        (400, JSON, b"{}"),
+        ("GET", "/api/version", None),
+        "Ollama answered /api/version with 400.",
+        id="version-refused",
+    ),
+    pytest.param(
+        (200, JSON, b"oops"),
+        TAGS,
+        "The runner answered a metadata request with something that is not JSON.",
+        id="runner-not-json",
+    ),
     pytest.param((500, JSON, b"{}"), TAGS, "The runner failed with status 500.", id="runner-failing"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("runner", "call", "message"), CASES)

@@ -22,25 +22,59 @@ EMBED = ("POST", "/v1/embed/tinyllama", {"input": ["hi"]})
 TAGS = ("GET", "/v1/ollama/tags", None)
 
 CASES = [
-    pytest.param((400, JSON, b'{"error":"tinyllama does not support tools"}'), RUN, 422, "invalid_request",
-                 "Ollama refused the request: tinyllama does not support tools", id="400-is-the-request's-fault"),
-    pytest.param((500, TEXT, b"boom"), RUN, 502, "upstream_error", "Ollama answered 500: boom",
-                 id="an-error-body-that-is-not-json"),
-    pytest.param((500, TEXT, b""), RUN, 502, "upstream_error", "Ollama answered 500: no message",
-                 id="an-empty-error-body"),
-    pytest.param((200, NDJSON, b'{"response":"a ","done":false}\n'), RUN, 502, "upstream_error",
-                 "Ollama ended the stream before the generation was done.", id="a-whole-generation-cut-short"),
-    pytest.param((200, JSON, b"oops"), EMBED, 502, "upstream_error",
-                 "Ollama answered an embedding request with something that is not embeddings.",
-                 id="embeddings-that-are-not-json"),
-    pytest.param((200, JSON, b'{"embeddings": 3}'), EMBED, 502, "upstream_error",
-                 "Ollama answered an embedding request with something that is not embeddings.",
-                 id="embeddings-that-are-not-a-list"),
-    pytest.param((503, TEXT, b"down"), TAGS, 502, "upstream_error", "Ollama answered 503: down",
-                 id="metadata-failing"),
-    pytest.param((200, TEXT, b"oops"), TAGS, 502, "upstream_error",
-                 "Ollama answered /api/tags with something that is not JSON.", id="metadata-that-is-not-json"),
-]  # fmt: skip
+    pytest.param(
+        (400, JSON, b'{"error":"tinyllama does not support tools"}'),
+        RUN,
+        422,
+        "invalid_request",
+        "Ollama refused the request: tinyllama does not support tools",
+        id="400-is-the-request's-fault",
+    ),
+    pytest.param(
+        (500, TEXT, b"boom"),
+        RUN,
+        502,
+        "upstream_error",
+        "Ollama answered 500: boom",
+        id="an-error-body-that-is-not-json",
+    ),
+    pytest.param(
+        (500, TEXT, b""), RUN, 502, "upstream_error", "Ollama answered 500: no message", id="an-empty-error-body"
+    ),
+    pytest.param(
+        (200, NDJSON, b'{"response":"a ","done":false}\n'),
+        RUN,
+        502,
+        "upstream_error",
+        "Ollama ended the stream before the generation was done.",
+        id="a-whole-generation-cut-short",
+    ),
+    pytest.param(
+        (200, JSON, b"oops"),
+        EMBED,
+        502,
+        "upstream_error",
+        "Ollama answered an embedding request with something that is not embeddings.",
+        id="embeddings-that-are-not-json",
+    ),
+    pytest.param(
+        (200, JSON, b'{"embeddings": 3}'),
+        EMBED,
+        502,
+        "upstream_error",
+        "Ollama answered an embedding request with something that is not embeddings.",
+        id="embeddings-that-are-not-a-list",
+    ),
+    pytest.param((503, TEXT, b"down"), TAGS, 502, "upstream_error", "Ollama answered 503: down", id="metadata-failing"),
+    pytest.param(
+        (200, TEXT, b"oops"),
+        TAGS,
+        502,
+        "upstream_error",
+        "Ollama answered /api/tags with something that is not JSON.",
+        id="metadata-that-is-not-json",
+    ),
+]
 
 
 async def ask(settings: RunnerSettings, ollama: tuple[int, bytes, bytes], call: tuple[str, str, Any]) -> httpx.Response:

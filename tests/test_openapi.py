@@ -35,14 +35,35 @@ def conforms(document: dict[str, Any], schema_name: str, instance: Any) -> list[
 async def test_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
     assert document["openapi"] == "3.1.0"
     validate(document)
-    ollama = {"/", "/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/tags", "/api/show",
-              "/api/ps", "/api/version", "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete",
-              "/api/blobs/{digest}"}  # fmt: skip
+    ollama = {
+        "/",
+        "/api/chat",
+        "/api/generate",
+        "/api/embed",
+        "/api/embeddings",
+        "/api/tags",
+        "/api/show",
+        "/api/ps",
+        "/api/version",
+        "/api/pull",
+        "/api/push",
+        "/api/create",
+        "/api/copy",
+        "/api/delete",
+        "/api/blobs/{digest}",
+    }
     openai = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/models/{model}"}
     page = {"/v1/config"}  # the page's own assets (/static/...) are not API
     assert set(document["paths"]) == {
-        "/chat", "/healthz", "/readyz", "/v1/jobs", "/v1/jobs/{id}", *ollama, *openai, *page
-    }  # fmt: skip
+        "/chat",
+        "/healthz",
+        "/readyz",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        *ollama,
+        *openai,
+        *page,
+    }
 
 
 async def test_real_responses_conform(document: dict[str, Any], chat_client: httpx.AsyncClient) -> None:
@@ -58,8 +79,14 @@ async def test_real_responses_conform(document: dict[str, Any], chat_client: htt
 async def test_schema_rejects_what_the_api_rejects(document: dict[str, Any]) -> None:
     assert conforms(document, "ChatRequest", {"prompt": "ok"}) == []
     assert conforms(document, "ChatRequest", {"prompt": "ok", "model": "tinyllama", "stream": True}) == []
-    for bad in ({}, {"prompt": ""}, {"prompt": "a", "messages": []}, {"prompt": "a", "extra": 1},
-                {"prompt": "a", "options": {"num_gpu": 1}}, {"prompt": "a", "model": "nope"}):  # fmt: skip
+    for bad in (
+        {},
+        {"prompt": ""},
+        {"prompt": "a", "messages": []},
+        {"prompt": "a", "extra": 1},
+        {"prompt": "a", "options": {"num_gpu": 1}},
+        {"prompt": "a", "model": "nope"},
+    ):
         assert conforms(document, "ChatRequest", bad) != [], bad
 
 
@@ -93,8 +120,11 @@ async def test_dialect_responses_conform(document: dict[str, Any], chat_client: 
     for method, path, body, schema in cases:
         response = await chat_client.request(method, path, json=body)
         assert conforms(document, schema, response.json()) == [], (path, response.text)
-    for schema, body in (("OllamaChatRequest", {"messages": user}), ("ChatCompletionRequest", {"model": "tinyllama",
-                         "messages": user}), ("OllamaGenerateRequest", {"prompt": "p", "format": "json"})):  # fmt: skip
+    for schema, body in (
+        ("OllamaChatRequest", {"messages": user}),
+        ("ChatCompletionRequest", {"model": "tinyllama", "messages": user}),
+        ("OllamaGenerateRequest", {"prompt": "p", "format": "json"}),
+    ):
         assert conforms(document, schema, body) == [], schema
 
 

@@ -27,8 +27,12 @@ async def test_three_runner_processes_share_one_slot(tmp_path: Path) -> None:
     lock = str(tmp_path / "shared.lock")
     with serve_in_thread(fake.app) as ollama_url:
         # One client address sends all 30 at once: let it have them all waiting.
-        env = {"OLLAMA_HOST": ollama_url, "LOCK_PATH": lock, "STATE_DIR": str(tmp_path / "state"),
-               "MAX_WAITING_PER_CALLER": "30"}  # fmt: skip
+        env = {
+            "OLLAMA_HOST": ollama_url,
+            "LOCK_PATH": lock,
+            "STATE_DIR": str(tmp_path / "state"),
+            "MAX_WAITING_PER_CALLER": "30",
+        }
         with (
             uvicorn_process("runner", "runner.app:app", env) as (url_a, _),
             uvicorn_process("runner", "runner.app:app", env) as (url_b, _),

@@ -30,10 +30,11 @@ def limits(max_queue: int = 100) -> QueueLimits:
 async def slots(tmp_path: Path) -> AsyncIterator[list[GenerationSlot]]:
     database = StateDatabase(tmp_path / "state")
     made = [
-        GenerationSlot(FileHostLock(str(tmp_path / "slot.lock")), SqliteQueueStore(database, limits(2)),
-                       poll_interval_s=0.001)
+        GenerationSlot(
+            FileHostLock(str(tmp_path / "slot.lock")), SqliteQueueStore(database, limits(2)), poll_interval_s=0.001
+        )
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     for slot in made:
         slot.start()
     yield made

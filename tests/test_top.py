@@ -24,8 +24,15 @@ def ticket(
     ticket_id: str, caller: str, ticket_class: TicketClass = "interactive", job_id: str | None = None
 ) -> NewTicket:
     holder = None if job_id else "another-process"
-    return {"id": ticket_id, "caller": caller, "weight": 1, "ticket_class": ticket_class, "model": "tinyllama",
-            "holder": holder, "job_id": job_id}  # fmt: skip
+    return {
+        "id": ticket_id,
+        "caller": caller,
+        "weight": 1,
+        "ticket_class": ticket_class,
+        "model": "tinyllama",
+        "holder": holder,
+        "job_id": job_id,
+    }
 
 
 async def fill(state: StateSettings, now: float) -> None:
@@ -57,9 +64,11 @@ async def test_a_frame_shows_the_queue_in_served_order(state_settings: StateSett
     rows = [line.replace("│", " ").split() for line in waiting.splitlines() if "tinyllama" in line]
     # position, caller, class: alice, then bob (fair share), then alice again, the job last
     assert [row[:3] for row in rows] == [
-        ["1", "alice", "interactive"], ["2", "bob", "interactive"], ["3", "alice", "interactive"],
+        ["1", "alice", "interactive"],
+        ["2", "bob", "interactive"],
+        ["3", "alice", "interactive"],
         ["4", "carol", "batch"],
-    ]  # fmt: skip
+    ]
     assert "job" in rows[3]
     assert "01234567" in rows[3]
     etas = [float(row[-1].rstrip("s")) for row in rows]

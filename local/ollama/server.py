@@ -153,11 +153,15 @@ class Routes:
             load_s, vectors, tokens = await self.server.load(keep_alive_s), [], 0
         if legacy:
             return JSONResponse({"embedding": vectors[0] if vectors else []})
-        return JSONResponse({
-            "model": model, "embeddings": [normalized(v) for v in vectors],
-            "total_duration": _ns(time.perf_counter() - started), "load_duration": _ns(load_s),
-            "prompt_eval_count": tokens,
-        })  # fmt: skip
+        return JSONResponse(
+            {
+                "model": model,
+                "embeddings": [normalized(v) for v in vectors],
+                "total_duration": _ns(time.perf_counter() - started),
+                "load_duration": _ns(load_s),
+                "prompt_eval_count": tokens,
+            }
+        )
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:

@@ -28,15 +28,20 @@ from tests.lambda_standin import InProcessLambda
 
 RUNNER = "serverless-ollama-chat-RunnerFunction-ABC123"
 CREDENTIALS: dict[str, Any] = {
-    "region_name": REGION, "aws_access_key_id": "testing", "aws_secret_access_key": "testing",
-}  # fmt: skip
+    "region_name": REGION,
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+}
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # The CLI uses boto3's standard credential chain, as a user's shell would.
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": REGION}.items():  # fmt: skip
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
         monkeypatch.setenv(name, value)
     with mock_aws():
         create_jobs_table(boto3.resource("dynamodb", **CREDENTIALS))
@@ -89,8 +94,9 @@ async def test_readyz_on_aws_is_503_when_the_runner_function_is_missing(aws: Non
     clients = (boto3.client("lambda", **CREDENTIALS), boto3.client("dynamodb", **CREDENTIALS))
     readiness = AwsReadiness(RUNNER, TABLE, connect=lambda: clients)
     settings = ChatSettings(runner_function=RUNNER, state=StateSettings(table=TABLE))
-    app = create_chat_app(settings, runner_transport=httpx.MockTransport(lambda r: httpx.Response(500)),
-                          readiness=readiness)  # fmt: skip
+    app = create_chat_app(
+        settings, runner_transport=httpx.MockTransport(lambda r: httpx.Response(500)), readiness=readiness
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://chat.test") as chat:
         response = await chat.get("/readyz")
     assert response.status_code == 503

@@ -18,8 +18,13 @@ def test_add_prints_the_key_last_and_stores_only_its_hash(state_settings: StateS
     env = {**os.environ, "STATE_DIR": state_settings.directory}
     done = subprocess.run(
         [sys.executable, "-m", "chat.keys", "add", "alice", "--max-waiting", "3"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     key = done.stdout.strip().splitlines()[-1]
     assert key.startswith("oc-")

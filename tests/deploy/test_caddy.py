@@ -40,8 +40,13 @@ def caddy() -> str:
 
 def caddy_env(tmp_path: Path, **values: str) -> dict[str, str]:
     # Caddy keeps certificates and autosaved config under XDG dirs: keep them in the test's tmp.
-    return {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            "HOME": str(tmp_path), **values}  # fmt: skip
+    return {
+        **os.environ,
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "HOME": str(tmp_path),
+        **values,
+    }
 
 
 @pytest.mark.parametrize("site", ["", "chat.example.com"])
@@ -49,8 +54,12 @@ def test_the_caddyfile_validates(tmp_path: Path, site: str) -> None:
     env = caddy_env(tmp_path, SITE_ADDRESS=site) if site else caddy_env(tmp_path)
     result = subprocess.run(
         [caddy(), "validate", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
-        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "Valid configuration" in result.stderr + result.stdout
 
@@ -63,10 +72,13 @@ def front(tmp_path: Path, runner_settings: RunnerSettings, chat_settings: ChatSe
     port = free_port()
     with serve_in_thread(chat) as chat_url:
         env = caddy_env(
-            tmp_path, SITE_ADDRESS=f"http://127.0.0.1:{port}", BIND_ADDRESS="127.0.0.1",
-            UPSTREAM=chat_url.removeprefix("http://"), READ_HEADER_TIMEOUT=f"{READ_HEADER_TIMEOUT_S:g}s",
+            tmp_path,
+            SITE_ADDRESS=f"http://127.0.0.1:{port}",
+            BIND_ADDRESS="127.0.0.1",
+            UPSTREAM=chat_url.removeprefix("http://"),
+            READ_HEADER_TIMEOUT=f"{READ_HEADER_TIMEOUT_S:g}s",
             READ_BODY_TIMEOUT="5s",
-        )  # fmt: skip
+        )
         command = [caddy(), "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"]
         process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         url = f"http://127.0.0.1:{port}"

@@ -219,8 +219,13 @@ def entrypoint(tmp_path: Path, present: list[str], model: str) -> Iterator[tuple
     fake.chmod(0o755)
     (tmp_path / "models").write_text("".join(f"{m}\n" for m in present))
     log = tmp_path / "calls.log"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log),
-           "FAKE_DIR": str(tmp_path), "OLLAMA_MODEL": model}  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_LOG": str(log),
+        "FAKE_DIR": str(tmp_path),
+        "OLLAMA_MODEL": model,
+    }
     process = subprocess.Popen(["sh", str(ENTRYPOINT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         yield process, log

@@ -118,11 +118,20 @@ def test_chat_role_may_invoke_only_the_runner_and_use_the_table(deployed: dict[s
     )["Table"]["TableArn"]
     assert statements == [
         {"Effect": "Allow", "Action": ["lambda:InvokeFunction", "lambda:GetFunction"], "Resource": runner_arn},
-        {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                                       "dynamodb:DeleteItem", "dynamodb:DescribeTable", "dynamodb:BatchGetItem"],
-         "Resource": table_arn},
+        {
+            "Effect": "Allow",
+            "Action": [
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:DescribeTable",
+                "dynamodb:BatchGetItem",
+            ],
+            "Resource": table_arn,
+        },
         {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": f"{table_arn}/index/by_owner"},
-    ]  # fmt: skip
+    ]
 
 
 def _resolved(value: Any, physical: dict[str, str]) -> Any:
@@ -160,8 +169,10 @@ def test_the_alarms_are_accepted_by_cloudwatch(deployed: dict[str, Any]) -> None
     assert [q["Id"] for q in created["Chat5xxRateAlarm"]["Metrics"]] == ["errors", "requests", "rate"]
     oldest = created["OldestTicketAgeAlarm"]
     assert (oldest["Namespace"], oldest["MetricName"], oldest["Threshold"]) == (
-        "ServerlessOllamaChat", "OldestTicketAgeSeconds", 300.0,
-    )  # fmt: skip
+        "ServerlessOllamaChat",
+        "OldestTicketAgeSeconds",
+        300.0,
+    )
     assert oldest["Dimensions"] == [{"Name": "service", "Value": "runner"}]
 
 

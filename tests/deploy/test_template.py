@@ -67,13 +67,25 @@ OWNER_INDEX_ARN = {"Fn::Sub": "${JobsTable.Arn}/index/by_owner"}
 def test_chat_may_invoke_the_runner_and_use_the_jobs_table_and_nothing_more(cfn: dict[str, Any]) -> None:
     assert _statements(cfn, "ChatFunctionRole") == [
         # GetFunction: /readyz asks the control plane instead of invoking the runner.
-        {"Effect": "Allow", "Action": ["lambda:InvokeFunction", "lambda:GetFunction"],
-         "Resource": {"Fn::GetAtt": ["RunnerFunction", "Arn"]}},
-        {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                                       "dynamodb:DeleteItem", "dynamodb:DescribeTable", "dynamodb:BatchGetItem"],
-         "Resource": TABLE_ARN},
+        {
+            "Effect": "Allow",
+            "Action": ["lambda:InvokeFunction", "lambda:GetFunction"],
+            "Resource": {"Fn::GetAtt": ["RunnerFunction", "Arn"]},
+        },
+        {
+            "Effect": "Allow",
+            "Action": [
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:DescribeTable",
+                "dynamodb:BatchGetItem",
+            ],
+            "Resource": TABLE_ARN,
+        },
         {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": OWNER_INDEX_ARN},
-    ]  # fmt: skip
+    ]
     role = resources_of_type(cfn, "AWS::IAM::Role")["ChatFunctionRole"]["Properties"]
     managed = [json.dumps(arn) for arn in role["ManagedPolicyArns"]]
     # SAM attaches X-Ray's write-only policy whenever Tracing is set (here: by a parameter).
@@ -87,19 +99,45 @@ def test_http_api_routes_go_to_chat_only(cfn: dict[str, Any]) -> None:
     events = template["Resources"]["ChatFunction"]["Properties"]["Events"]
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
     assert routes == {
-        ("POST", "/chat"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"),
-        ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
-        ("ANY", "/"), ("ANY", "/api/{proxy+}"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
-        ("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/v1/models/{id}"),
-        ("GET", "/static/{proxy+}"), ("GET", "/v1/config"),
-    }  # fmt: skip
+        ("POST", "/chat"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/openapi.json"),
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/jobs/{id}"),
+        ("DELETE", "/v1/jobs/{id}"),
+        ("ANY", "/"),
+        ("ANY", "/api/{proxy+}"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/embeddings"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/{id}"),
+        ("GET", "/static/{proxy+}"),
+        ("GET", "/v1/config"),
+    }
     assert "Events" not in template["Resources"]["RunnerFunction"]["Properties"]
     api = resources_of_type(cfn, "AWS::ApiGatewayV2::Api")
     assert list(api) == ["ChatApi"]
     paths = api["ChatApi"]["Properties"]["Body"]["paths"]
-    assert set(paths) == {"/chat", "/healthz", "/readyz", "/openapi.json", "/v1/jobs", "/v1/jobs/{id}", "/",
-                          "/api/{proxy+}", "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
-                          "/v1/models", "/v1/models/{id}", "/static/{proxy+}", "/v1/config"}  # fmt: skip
+    assert set(paths) == {
+        "/chat",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/",
+        "/api/{proxy+}",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/models/{id}",
+        "/static/{proxy+}",
+        "/v1/config",
+    }
     for operations in paths.values():
         for operation in operations.values():
             uri = json.dumps(operation["x-amazon-apigateway-integration"]["uri"])
@@ -258,8 +296,17 @@ def test_runner_kicks_are_retried_then_reach_the_failure_handler(cfn: dict[str, 
 
 
 def test_runner_and_failure_handler_get_only_the_table_actions_they_need(cfn: dict[str, Any]) -> None:
-    runner_needs = {"Effect": "Allow", "Resource": TABLE_ARN, "Action": ["dynamodb:GetItem", "dynamodb:PutItem",
-                    "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchGetItem"]}  # fmt: skip
+    runner_needs = {
+        "Effect": "Allow",
+        "Resource": TABLE_ARN,
+        "Action": [
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:BatchGetItem",
+        ],
+    }
     runner = _statements(cfn, "RunnerFunctionRole")
     assert runner_needs in runner
     # besides the table, only what SAM adds to reach the on-failure destination

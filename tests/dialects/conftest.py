@@ -50,8 +50,15 @@ def openai_client(app: ASGIApp, key: str, **options: Any) -> openai.AsyncOpenAI:
 
 async def add_key(state: StateSettings, name: str = "tester") -> str:
     key = new_key()
-    record: ApiKey = {"name": name, "key_hash": hash_key(key), "created_at": time.time(), "revoked_at": None,
-                      "weight": 1, "max_waiting": None, "models": None}  # fmt: skip
+    record: ApiKey = {
+        "name": name,
+        "key_hash": hash_key(key),
+        "created_at": time.time(),
+        "revoked_at": None,
+        "weight": 1,
+        "max_waiting": None,
+        "models": None,
+    }
     await key_store(state).add(record)
     return key
 

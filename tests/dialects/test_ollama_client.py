@@ -46,8 +46,12 @@ async def test_chat_whole(ollama_chat: ollama.AsyncClient, fake: FakeOllama) -> 
 
 
 async def test_chat_streamed(ollama_chat: ollama.AsyncClient, fake: FakeOllama) -> None:
-    parts = [p async for p in await ollama_chat.chat(
-        model="tinyllama:latest", messages=[{"role": "user", "content": "one two three"}], stream=True)]  # fmt: skip
+    parts = [
+        p
+        async for p in await ollama_chat.chat(
+            model="tinyllama:latest", messages=[{"role": "user", "content": "one two three"}], stream=True
+        )
+    ]
     assert [p.message.content for p in parts] == ["one ", "two ", "three ", ""]
     assert [p.done for p in parts] == [False, False, False, True]
     assert parts[-1].done_reason == "stop"
@@ -85,8 +89,14 @@ async def test_json_format_and_schema(ollama_chat: ollama.AsyncClient, fake: Fak
 
 
 async def test_think_and_tools_are_passed_through(ollama_chat: ollama.AsyncClient, fake: FakeOllama) -> None:
-    tool = {"type": "function", "function": {"name": "weather", "description": "Weather in a city",
-                                             "parameters": {"type": "object", "properties": {}}}}  # fmt: skip
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    }
     reply = await ollama_chat.chat(
         model="tinyllama", messages=[{"role": "user", "content": "weather?"}], tools=[tool], think=True
     )
@@ -147,8 +157,9 @@ async def test_unknown_model_is_response_error_404(ollama_chat: ollama.AsyncClie
 async def test_allowed_but_missing_in_ollama_is_404_too(
     fake: FakeOllama, runner_settings: RunnerSettings, chat_settings: Any
 ) -> None:
-    async with chat_app_over(runner_app_for(fake, runner_settings), chat_settings,
-                             allowed_models=("tinyllama", "not-pulled")) as app:  # fmt: skip
+    async with chat_app_over(
+        runner_app_for(fake, runner_settings), chat_settings, allowed_models=("tinyllama", "not-pulled")
+    ) as app:
         client = ollama_client(app)
         with pytest.raises(ollama.ResponseError) as refused:
             await client.generate(model="not-pulled", prompt="x")
@@ -195,16 +206,22 @@ async def test_refused_parameters_name_themselves(ollama_chat: ollama.AsyncClien
 async def test_an_error_mid_stream_is_raised_by_the_client(ollama_chat: ollama.AsyncClient, fake: FakeOllama) -> None:
     fake.faults.error_line_after_tokens = 1
     with pytest.raises(ollama.ResponseError) as failed:
-        async for _ in await ollama_chat.chat(model="tinyllama", messages=[{"role": "user", "content": "a b"}],
-                                              stream=True):  # fmt: skip
+        async for _ in await ollama_chat.chat(
+            model="tinyllama", messages=[{"role": "user", "content": "a b"}], stream=True
+        ):
             pass
     assert "injected error line" in failed.value.error
 
 
 async def test_null_options_and_empty_format_are_not_set(chat_app: Starlette, fake: FakeOllama) -> None:
     # As Ollama reads them; LangChain's Ollama classes send every option they know, mostly null.
-    body = {"model": "tinyllama", "prompt": "x", "stream": False, "format": "",
-            "options": {"temperature": 0.5, "mirostat": None, "num_gpu": None}}  # fmt: skip
+    body = {
+        "model": "tinyllama",
+        "prompt": "x",
+        "stream": False,
+        "format": "",
+        "options": {"temperature": 0.5, "mirostat": None, "num_gpu": None},
+    }
     async with httpx.AsyncClient(transport=httpx.ASGITransport(chat_app), base_url="http://chat.test") as client:
         response = await client.post("/api/generate", json=body)
         refused = await client.post("/api/generate", json={**body, "options": {"num_gpu": 1}})

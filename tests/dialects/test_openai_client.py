@@ -56,13 +56,23 @@ async def test_chat_completion_whole(openai_chat: openai.AsyncOpenAI, fake: Fake
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens, completion.usage.total_tokens) == (
-        7, 3, 10)  # fmt: skip
+        7,
+        3,
+        10,
+    )
     sent = fake.recorder.bodies[0]
     assert sent["path"] == "/api/chat"
     assert sent["stream"] is True  # always streamed from Ollama; the runner gathers the whole reply
     assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
-    assert sent["options"] == {"temperature": 0.2, "top_p": 0.9, "seed": 42, "frequency_penalty": 0.5,
-                               "presence_penalty": -0.5, "num_predict": 8, "stop": ["\n"]}  # fmt: skip
+    assert sent["options"] == {
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "seed": 42,
+        "frequency_penalty": 0.5,
+        "presence_penalty": -0.5,
+        "num_predict": 8,
+        "stop": ["\n"],
+    }
 
 
 async def test_chat_completion_streamed_with_usage(openai_chat: openai.AsyncOpenAI, fake: FakeOllama) -> None:
@@ -136,8 +146,11 @@ async def test_tools_and_tool_results(openai_chat: openai.AsyncOpenAI, fake: Fak
     assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert (call.function.name, json.loads(call.function.arguments)) == ("weather", {"city": "Paris"})
     # The tool's answer goes back with the call; Ollama gets arguments as an object and the tool's name.
-    history: list[Any] = [*USER, choice.message.model_dump(exclude_none=True),
-               {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]  # fmt: skip
+    history: list[Any] = [
+        *USER,
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
     await openai_chat.chat.completions.create(model="tinyllama", messages=history)
     sent = fake.recorder.bodies[1]["messages"]
     assert sent[1]["tool_calls"] == [{"function": {"name": "weather", "arguments": {"city": "Paris"}}}]

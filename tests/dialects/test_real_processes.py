@@ -38,8 +38,13 @@ def key(tmp_path: Path) -> str:
 @pytest.fixture
 def chat_url(fake: FakeOllama, tmp_path: Path, key: str) -> Iterator[str]:
     """Fake Ollama (a thread) → runner (a process, MAX_QUEUE=1) → chat (a process)."""
-    runner_env = {"OLLAMA_HOST": "", "LOCK_PATH": str(tmp_path / "r.lock"), "MAX_QUEUE": "1",
-                  "GENERATION_ESTIMATE_S": "1", "STATE_DIR": str(tmp_path / "state")}  # fmt: skip
+    runner_env = {
+        "OLLAMA_HOST": "",
+        "LOCK_PATH": str(tmp_path / "r.lock"),
+        "MAX_QUEUE": "1",
+        "GENERATION_ESTIMATE_S": "1",
+        "STATE_DIR": str(tmp_path / "state"),
+    }
     with serve_in_thread(fake.app) as ollama_url:
         runner_env["OLLAMA_HOST"] = ollama_url
         with (
@@ -75,9 +80,11 @@ def test_openai_client(chat_url: str, key: str) -> None:
     client = openai.OpenAI(base_url=f"{chat_url}/v1", api_key=key)
     assert [m.id for m in client.models.list()] == ["tinyllama:latest"]
     stream = client.chat.completions.create(
-        model="tinyllama", messages=[{"role": "user", "content": "a b"}], stream=True,
+        model="tinyllama",
+        messages=[{"role": "user", "content": "a b"}],
+        stream=True,
         stream_options={"include_usage": True},
-    )  # fmt: skip
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "a b a "
     assert chunks[-1].usage is not None

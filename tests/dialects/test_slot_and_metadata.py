@@ -228,10 +228,12 @@ class Challenged(ServiceError):
     [
         ("/chat", {"error": {"code": "unauthorized", "message": "No key.", "request_id": "r1"}}),
         ("/api/chat", {"error": "No key."}),
-        ("/v1/chat/completions", {"error": {"message": "No key.", "type": "authentication_error", "param": None,
-                                            "code": "unauthorized"}}),
+        (
+            "/v1/chat/completions",
+            {"error": {"message": "No key.", "type": "authentication_error", "param": None, "code": "unauthorized"}},
+        ),
     ],
-)  # fmt: skip
+)
 def test_any_service_error_renders_in_the_route_dialect_with_its_headers(path: str, body: dict[str, Any]) -> None:
     async def endpoint(request: Request) -> None:
         raise Challenged("No key.")
@@ -253,8 +255,15 @@ async def test_keys_guard_every_route_that_names_a_model(
     fake.models = {"tinyllama", "llama3.2"}
     settings = dataclasses.replace(chat_settings, auth="required", allowed_models=("tinyllama", "llama3.2"))
     key = new_key()
-    record: ApiKey = {"name": "narrow", "key_hash": hash_key(key), "created_at": time.time(), "revoked_at": None,
-                      "weight": 1, "max_waiting": None, "models": ["llama3.2"]}  # fmt: skip
+    record: ApiKey = {
+        "name": "narrow",
+        "key_hash": hash_key(key),
+        "created_at": time.time(),
+        "revoked_at": None,
+        "weight": 1,
+        "max_waiting": None,
+        "models": ["llama3.2"],
+    }
     await key_store(settings.state).add(record)
     async with chat_app_over(runner_app_for(fake, runner_settings), settings) as app:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://chat.test") as http:

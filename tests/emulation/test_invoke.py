@@ -31,8 +31,12 @@ def invoke(function: str, event: Path, env: dict[str, str]) -> subprocess.Comple
     environment = {k: v for k, v in service_env(env).items() if k != "DEFAULT_MODEL"}
     return subprocess.run(
         [sys.executable, "-m", "local", "invoke", function, "--event", str(event)],
-        cwd=REPO, env=environment, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize("event_file", sorted(EXPECTED))
@@ -61,8 +65,11 @@ def test_invoke_exits_non_zero_when_the_handler_crashes(stack_env: dict[str, str
 def test_event_prints_an_http_api_v2_event() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "local", "event", "--method", "post", "--path", "/chat", "--body", '{"prompt": "hi"}'],
-        cwd=REPO, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0
     event = json.loads(result.stdout)
     reference = json.loads((EVENTS / "chat-post.json").read_text())

@@ -99,9 +99,15 @@ async def test_unknown_model_is_404_in_ollamas_words(ollama: httpx.AsyncClient, 
 
 @pytest.mark.parametrize(
     "body",
-    [b"{nope", b"[]", b'{"prompt": "x"}', b'{"model": "echo", "messages": "hi"}',
-     b'{"model": "echo", "prompt": 1}', b'{"model": "echo", "prompt": "x", "options": {"seed": "x"}}'],
-)  # fmt: skip
+    [
+        b"{nope",
+        b"[]",
+        b'{"prompt": "x"}',
+        b'{"model": "echo", "messages": "hi"}',
+        b'{"model": "echo", "prompt": 1}',
+        b'{"model": "echo", "prompt": "x", "options": {"seed": "x"}}',
+    ],
+)
 async def test_bad_bodies_are_400(ollama: httpx.AsyncClient, body: bytes) -> None:
     path = "/api/chat" if b"messages" in body else "/api/generate"
     response = await ollama.post(path, content=body)
@@ -158,11 +164,14 @@ async def test_format_schema_answers_a_value_matching_it(ollama: httpx.AsyncClie
     schema = {
         "type": "object",
         "properties": {
-            "age": {"type": "integer"}, "available": {"type": "boolean"}, "name": {"type": "string"},
-            "tags": {"type": "array", "items": {"enum": ["x", "y"]}}, "score": {"type": ["number", "null"]},
+            "age": {"type": "integer"},
+            "available": {"type": "boolean"},
+            "name": {"type": "string"},
+            "tags": {"type": "array", "items": {"enum": ["x", "y"]}},
+            "score": {"type": ["number", "null"]},
         },
         "required": ["age", "available"],
-    }  # fmt: skip
+    }
     body = {"model": "echo", "prompt": "Ollama is 22", "format": schema, "stream": False}
     answer = json.loads((await ollama.post("/api/generate", json=body)).json()["response"])
     jsonschema.validate(answer, schema)
@@ -211,10 +220,14 @@ async def test_embed_without_input_loads_the_model(ollama: httpx.AsyncClient) ->
 
 @pytest.mark.parametrize(
     "body",
-    [{"model": "echo", "input": 3}, {"model": "echo", "input": ["a", 1]}, {"input": "a"},
-     {"model": "echo", "input": "a", "truncate": 1},
-     {"model": "echo", "input": " ".join(["w"] * 2049), "truncate": False}],
-)  # fmt: skip
+    [
+        {"model": "echo", "input": 3},
+        {"model": "echo", "input": ["a", 1]},
+        {"input": "a"},
+        {"model": "echo", "input": "a", "truncate": 1},
+        {"model": "echo", "input": " ".join(["w"] * 2049), "truncate": False},
+    ],
+)
 async def test_bad_embed_requests_are_400(ollama: httpx.AsyncClient, body: dict[str, object]) -> None:
     response = await ollama.post("/api/embed", json=body)
     assert response.status_code == 400, response.text

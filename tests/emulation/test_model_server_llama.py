@@ -126,9 +126,12 @@ async def test_eval_count_counts_tokens_not_pieces(ollama: httpx.AsyncClient) ->
 
 async def test_format_json_answers_parseable_json(ollama: httpx.AsyncClient) -> None:
     body = {
-        "model": MODEL, "prompt": "What color is the sky at different times of the day? Respond using JSON",
-        "format": "json", "stream": False, "options": {"temperature": 0, "num_predict": 300},
-    }  # fmt: skip
+        "model": MODEL,
+        "prompt": "What color is the sky at different times of the day? Respond using JSON",
+        "format": "json",
+        "stream": False,
+        "options": {"temperature": 0, "num_predict": 300},
+    }
     reply = (await ollama.post("/api/generate", json=body)).json()
     assert reply["done_reason"] == "stop"  # measured: 95 tokens
     assert isinstance(json.loads(reply["response"]), dict)
@@ -137,12 +140,20 @@ async def test_format_json_answers_parseable_json(ollama: httpx.AsyncClient) -> 
 async def test_format_schema_is_enforced(ollama: httpx.AsyncClient) -> None:
     import jsonschema
 
-    schema = {"type": "object", "properties": {"age": {"type": "integer"}, "available": {"type": "boolean"}},
-              "required": ["age", "available"]}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"age": {"type": "integer"}, "available": {"type": "boolean"}},
+        "required": ["age", "available"],
+    }
     text = "Ollama is 22 years old and busy saving the world. Return a JSON object with the age and availability."
     for temperature in (0, 1.0):
-        body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "format": schema, "stream": False,
-                "options": {"temperature": temperature, "seed": 7, "num_predict": 100}}  # fmt: skip
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": text}],
+            "format": schema,
+            "stream": False,
+            "options": {"temperature": temperature, "seed": 7, "num_predict": 100},
+        }
         reply = (await ollama.post("/api/chat", json=body)).json()
         jsonschema.validate(json.loads(reply["message"]["content"]), schema)
 

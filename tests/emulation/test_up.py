@@ -62,9 +62,13 @@ def survivors(family: set[int], grace_s: float = 5.0) -> list[int]:
 @contextmanager
 def local_up(env: dict[str, str], ready_timeout_s: float = 90) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "local", "up"], cwd=REPO, env=service_env(env),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "local", "up"],
+        cwd=REPO,
+        env=service_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     assert process.stdout is not None
     deadline = time.monotonic() + ready_timeout_s
@@ -155,9 +159,13 @@ def test_up_names_a_port_that_is_taken() -> None:
         squatter.bind(("127.0.0.1", int(ports["CHAT_PORT"])))
         squatter.listen()
         result = subprocess.run(
-            [sys.executable, "-m", "local", "up"], cwd=REPO, env=service_env({**ports, "LOCAL_ENGINE": "echo"}),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [sys.executable, "-m", "local", "up"],
+            cwd=REPO,
+            env=service_env({**ports, "LOCAL_ENGINE": "echo"}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 1
     assert f"port {ports['CHAT_PORT']} (CHAT_PORT) is already in use" in result.stdout
 
@@ -184,8 +192,13 @@ def test_up_uses_an_ollama_that_already_answers(tmp_path: Path) -> None:
 
     with serve_in_thread(create_app(EchoEngine(name="llama3.2"))) as ollama_url:
         ports = _ports()
-        env = {**ports, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": "llama3.2", "STATE_DIR": str(tmp_path / "s"),
-               "RUNNER_WORKERS": "1"}  # fmt: skip
+        env = {
+            **ports,
+            "OLLAMA_HOST": ollama_url,
+            "DEFAULT_MODEL": "llama3.2",
+            "STATE_DIR": str(tmp_path / "s"),
+            "RUNNER_WORKERS": "1",
+        }
         with local_up(env) as (_, lines):
             output = "".join(lines)
             assert f"using the Ollama that answers at {ollama_url}" in output
@@ -203,12 +216,21 @@ def test_up_refuses_an_ollama_without_the_default_model(tmp_path: Path) -> None:
 
     with serve_in_thread(create_app(EchoEngine(name="llama3.2"))) as ollama_url:
         ports = _ports()
-        env = {**ports, "OLLAMA_HOST": ollama_url, "DEFAULT_MODEL": "tinyllama", "LOCK_PATH": str(tmp_path / "l"),
-               "RUNNER_WORKERS": "1"}  # fmt: skip
+        env = {
+            **ports,
+            "OLLAMA_HOST": ollama_url,
+            "DEFAULT_MODEL": "tinyllama",
+            "LOCK_PATH": str(tmp_path / "l"),
+            "RUNNER_WORKERS": "1",
+        }
         result = subprocess.run(
-            [sys.executable, "-m", "local", "up"], cwd=REPO, env=service_env(env), capture_output=True, text=True,
+            [sys.executable, "-m", "local", "up"],
+            cwd=REPO,
+            env=service_env(env),
+            capture_output=True,
+            text=True,
             timeout=60,
-        )  # fmt: skip
+        )
     assert result.returncode == 1, result.stdout
     assert "ready:" not in result.stdout
     assert f"the Ollama at {ollama_url} does not have the model 'tinyllama'" in result.stdout

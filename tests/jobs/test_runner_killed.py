@@ -29,8 +29,13 @@ async def test_killed_runner_leaves_the_job_failed(tmp_path: Path, chat_settings
     fake.faults.tokens = 400
     state_dir = str(tmp_path / "state")
     with serve_in_thread(fake.app) as ollama_url:
-        env = {"OLLAMA_HOST": ollama_url, "LOCK_PATH": str(tmp_path / "r.lock"), "STATE_DIR": state_dir,
-               "JOB_LEASE_S": str(LEASE_S), "JOB_PROGRESS_INTERVAL_S": "0.1"}  # fmt: skip
+        env = {
+            "OLLAMA_HOST": ollama_url,
+            "LOCK_PATH": str(tmp_path / "r.lock"),
+            "STATE_DIR": state_dir,
+            "JOB_LEASE_S": str(LEASE_S),
+            "JOB_PROGRESS_INTERVAL_S": "0.1",
+        }
         with uvicorn_process("runner", "runner.app:app", env) as (runner_url, process):
             settings = dataclasses.replace(
                 chat_settings, runner_url=runner_url, state=StateSettings(directory=state_dir)

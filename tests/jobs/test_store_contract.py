@@ -52,8 +52,11 @@ async def test_lifecycle_queued_running_succeeded(store: JobStore) -> None:
     final = await store.get(created["id"], now=NOW + 5)
     assert final is not None
     assert (final["status"], final["response"], final["usage"], final["finished_at"]) == (
-        "succeeded", "done!", usage, NOW + 4
-    )  # fmt: skip
+        "succeeded",
+        "done!",
+        usage,
+        NOW + 4,
+    )
     assert final["lease_until"] is None
 
 

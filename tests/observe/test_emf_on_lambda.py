@@ -140,9 +140,11 @@ async def test_the_slot_reports_the_queue_it_reads(tmp_path: Path, capsys: pytes
     limits = QueueLimits(max_queue=10, max_waiting_per_caller=10, batch_max_wait_s=120, lease_s=5)
     store = SqliteQueueStore(StateDatabase(tmp_path / "state"), limits)
     slot = GenerationSlot(
-        FileHostLock(str(tmp_path / "lock")), store, poll_interval_s=0.001,
+        FileHostLock(str(tmp_path / "lock")),
+        store,
+        poll_interval_s=0.001,
         observer=EmfSlotMetrics("runner", report_every_s=0.05),
-    )  # fmt: skip
+    )
     capsys.readouterr()
     async with slot.place(Caller("alice"), "interactive", "m") as running:
         grant = await slot.wait(running, 5)

@@ -55,16 +55,28 @@ async def test_a_scripted_mix_across_two_runner_workers(tmp_path: Path) -> None:
     with (
         serve_in_thread(fake.app) as ollama_url,
         uvicorn_process(
-            "runner", "runner.app:app", extra_args=("--workers", "2"),
-            env={**common, "OLLAMA_HOST": ollama_url, "MAX_QUEUE": "3",
-                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / "runner")},
+            "runner",
+            "runner.app:app",
+            extra_args=("--workers", "2"),
+            env={
+                **common,
+                "OLLAMA_HOST": ollama_url,
+                "MAX_QUEUE": "3",
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / "runner"),
+            },
         ) as (runner_url, _),
         uvicorn_process(
-            "chat", "chat.app:app",
-            env={**common, "RUNNER_URL": runner_url, "AUTH": "required", "METRICS_KEYS": "ops",
-                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+            "chat",
+            "chat.app:app",
+            env={
+                **common,
+                "RUNNER_URL": runner_url,
+                "AUTH": "required",
+                "METRICS_KEYS": "ops",
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            },
         ) as (chat_url, _),
-    ):  # fmt: skip
+    ):
         # Chat keeps its connections to the runner, so whichever worker accepted them serves them
         # all. A new connection per request (loopback may call the runner directly) reaches both
         # workers as the kernel hands them out; keep going (bounded) until both have counted some.
@@ -116,10 +128,13 @@ async def test_a_scripted_mix_across_two_runner_workers(tmp_path: Path) -> None:
             assert [(await task).status_code for task in (running, alice_waits, *bob_waits)] == [200] * 4
             interactive = sent + 1 + 4
             done = await scrape_until(
-                client, ops,
-                lambda found: value(found, P + "queue_wait_seconds_count", **{"class": "interactive"})
-                == interactive + direct and value(found, P + "slot_busy") == 0,
-            )  # fmt: skip
+                client,
+                ops,
+                lambda found: (
+                    value(found, P + "queue_wait_seconds_count", **{"class": "interactive"}) == interactive + direct
+                    and value(found, P + "slot_busy") == 0
+                ),
+            )
 
     # While the slot was held: three tickets waited (one each from whichever workers), none of them a job.
     assert value(held, P + "queue_depth", **{"class": "batch"}) == 0

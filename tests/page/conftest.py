@@ -41,8 +41,13 @@ def browser() -> Iterator[Browser]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("page-stack") / "state"
     fake = FakeOllama()
-    runner_env = {"LOCK_PATH": str(state.parent / "runner.lock"), "STATE_DIR": str(state), "MAX_QUEUE": "1",
-                  "GENERATION_ESTIMATE_S": "2", "JOB_PROGRESS_INTERVAL_S": "0.1"}  # fmt: skip
+    runner_env = {
+        "LOCK_PATH": str(state.parent / "runner.lock"),
+        "STATE_DIR": str(state),
+        "MAX_QUEUE": "1",
+        "GENERATION_ESTIMATE_S": "2",
+        "JOB_PROGRESS_INTERVAL_S": "0.1",
+    }
     chat_env = {"STATE_DIR": str(state)}
     with (
         serve_in_thread(fake.app) as ollama_url,

@@ -17,8 +17,9 @@ from tests.jobs.helpers import status_is, wait_for
 from tests.waiting import eventually, until_waiting
 
 
-@pytest.mark.parametrize(("batch_max_wait_s", "expected"), [(120.0, ["busy", "c1", "c2", "job"]),
-                                                            (0.1, ["busy", "job", "c1", "c2"])])  # fmt: skip
+@pytest.mark.parametrize(
+    ("batch_max_wait_s", "expected"), [(120.0, ["busy", "c1", "c2", "job"]), (0.1, ["busy", "job", "c1", "c2"])]
+)
 async def test_jobs_wait_behind_chats_until_promoted(
     fake: FakeOllama,
     runner_settings: RunnerSettings,

@@ -23,8 +23,15 @@ def table() -> Iterator[object]:
 
 
 def ticket(ticket_id: str, caller: str) -> NewTicket:
-    return {"id": ticket_id, "caller": caller, "weight": 1, "ticket_class": "interactive", "model": "m",
-            "holder": "chat", "job_id": None}  # fmt: skip
+    return {
+        "id": ticket_id,
+        "caller": caller,
+        "weight": 1,
+        "ticket_class": "interactive",
+        "model": "m",
+        "holder": "chat",
+        "job_id": None,
+    }
 
 
 async def test_one_callers_requests_at_once_each_get_their_own_turn(table: object) -> None:

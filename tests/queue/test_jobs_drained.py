@@ -52,8 +52,12 @@ async def test_jobs_queued_in_a_runner_that_is_killed_are_run_by_another(tmp_pat
     fake.faults.token_delay_s = 0.2  # ~0.6 s a job
     state = StateSettings(directory=str(tmp_path / "state"))
     with serve_in_thread(fake.app) as ollama_url:
-        env = {"OLLAMA_HOST": ollama_url, "STATE_DIR": state.directory, "JOB_LEASE_S": "2",
-               "JOB_PROGRESS_INTERVAL_S": "0.1"}  # fmt: skip
+        env = {
+            "OLLAMA_HOST": ollama_url,
+            "STATE_DIR": state.directory,
+            "JOB_LEASE_S": "2",
+            "JOB_PROGRESS_INTERVAL_S": "0.1",
+        }
         with uvicorn_process("runner", "runner.app:app", env) as (first_url, first):
             chat_settings = ChatSettings(runner_url=first_url, state=state, auth="off")
             async with AppClient(create_chat_app(chat_settings), base_url="http://chat.test") as chat:
@@ -64,8 +68,10 @@ async def test_jobs_queued_in_a_runner_that_is_killed_are_run_by_another(tmp_pat
                 # Read once it is dead: a job it started between a read and the kill would fail (runner_lost).
                 before = {job_id: (await chat.get(f"/v1/jobs/{job_id}")).json()["status"] for job_id in ids}
                 with uvicorn_process("runner", "runner.app:app", env):  # another runner, started after
-                    finals = {job_id: await wait_for(chat, job_id, status_is("succeeded", "failed", "expired"))
-                              for job_id in ids}  # fmt: skip
+                    finals = {
+                        job_id: await wait_for(chat, job_id, status_is("succeeded", "failed", "expired"))
+                        for job_id in ids
+                    }
     queued = [job_id for job_id, status in before.items() if status == "queued"]
     assert len(queued) >= 2, before
     assert {finals[job_id]["status"] for job_id in queued} == {"succeeded"}

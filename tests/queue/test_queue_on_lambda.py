@@ -185,8 +185,9 @@ async def test_a_drain_short_of_time_hands_over_to_a_new_invocation(fake: FakeOl
     # invocation runs one job, then is short of time and hands the queue over by invoking itself.
     with aws_stack(fake, runner_timeout_s=61.3) as aws:
         fake.faults.token_delay_s = 0.1
-        ids = [(await asyncio.to_thread(aws.call, "POST", "/v1/jobs", {"prompt": f"job {i}"})).body["id"]
-               for i in range(3)]  # fmt: skip
+        ids = [
+            (await asyncio.to_thread(aws.call, "POST", "/v1/jobs", {"prompt": f"job {i}"})).body["id"] for i in range(3)
+        ]
         for job_id in ids:
             await eventually_status(aws, job_id, "succeeded")
         handovers = [e for e in aws.runner.invocations if e["rawPath"] == "/v1/queue/drain"]

@@ -37,8 +37,15 @@ def ticket(
     ticket_id: str, caller: str, *, weight: int = 1, klass: TicketClass = "interactive", holder: str | None = "p1"
 ) -> NewTicket:
     batch = klass == "batch"
-    return {"id": ticket_id, "caller": caller, "weight": weight, "ticket_class": klass, "model": "m",
-            "holder": None if batch else holder, "job_id": ticket_id if batch else None}  # fmt: skip
+    return {
+        "id": ticket_id,
+        "caller": caller,
+        "weight": weight,
+        "ticket_class": klass,
+        "model": "m",
+        "holder": None if batch else holder,
+        "job_id": ticket_id if batch else None,
+    }
 
 
 async def served(store: QueueStore, now: float, mine: list[str]) -> list[str]:

@@ -36,8 +36,17 @@ pytestmark = pytest.mark.slow
 
 @contextmanager
 def fake_ollama_process(port: int, token_delay_s: float, tokens: int) -> Iterator[subprocess.Popen[bytes]]:
-    command = [sys.executable, "-m", "tests.fake_ollama", "--port", str(port),
-               "--token-delay-s", str(token_delay_s), "--tokens", str(tokens)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "tests.fake_ollama",
+        "--port",
+        str(port),
+        "--token-delay-s",
+        str(token_delay_s),
+        "--tokens",
+        str(tokens),
+    ]
     process = subprocess.Popen(command, cwd=REPO, env=service_env({}))
     try:
         wait_until_up(f"http://127.0.0.1:{port}/api/version", process=process)

@@ -22,9 +22,14 @@ async def test_overload_answers_200_or_503_with_retry_after_and_ollama_sees_one_
     fake.faults.token_delay_s = 0.002
     with serve_in_thread(fake.app) as ollama_url:
         # One address sends everything: no per-caller cap, so the host-wide MAX_QUEUE is what refuses.
-        runner_env = {"OLLAMA_HOST": ollama_url, "LOCK_PATH": str(tmp_path / "load.lock"), "MAX_QUEUE": "8",
-                      "QUEUE_TIMEOUT_S": "5", "STATE_DIR": str(tmp_path / "state"),
-                      "MAX_WAITING_PER_CALLER": str(CLIENTS)}  # fmt: skip
+        runner_env = {
+            "OLLAMA_HOST": ollama_url,
+            "LOCK_PATH": str(tmp_path / "load.lock"),
+            "MAX_QUEUE": "8",
+            "QUEUE_TIMEOUT_S": "5",
+            "STATE_DIR": str(tmp_path / "state"),
+            "MAX_WAITING_PER_CALLER": str(CLIENTS),
+        }
         with (
             uvicorn_process("runner", "runner.app:app", runner_env, extra_args=("--workers", "4")) as (runner_url, _),
             uvicorn_process("chat", "chat.app:app", {"RUNNER_URL": runner_url}) as (chat_url, _),

@@ -41,9 +41,18 @@ _chat = create_chat_app(
 # without one and expects the documented 401.
 _KEY = new_key()
 asyncio.run(
-    key_store(_states).add({"name": "schemathesis", "key_hash": hash_key(_KEY), "created_at": time.time(),
-                            "revoked_at": None, "weight": 1, "max_waiting": None, "models": None})
-)  # fmt: skip
+    key_store(_states).add(
+        {
+            "name": "schemathesis",
+            "key_hash": hash_key(_KEY),
+            "created_at": time.time(),
+            "revoked_at": None,
+            "weight": 1,
+            "max_waiting": None,
+            "models": None,
+        }
+    )
+)
 AUTHENTICATED = {"Authorization": f"Bearer {_KEY}", "X-API-Key": _KEY}
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _chat)

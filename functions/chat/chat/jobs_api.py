@@ -79,10 +79,17 @@ class JobsEndpoints:
         key = request.headers.get(IDEMPOTENCY_HEADER) or None
         now = time.time()
         job, created = await self.store.create(
-            new_job(model, dict(generation), owner=caller.name, now=now, ttl_s=self.settings.job_ttl_s,
-                    start_deadline_s=self.settings.job_start_deadline_s, owner_keyed=caller.keyed),
+            new_job(
+                model,
+                dict(generation),
+                owner=caller.name,
+                now=now,
+                ttl_s=self.settings.job_ttl_s,
+                start_deadline_s=self.settings.job_start_deadline_s,
+                owner_keyed=caller.keyed,
+            ),
             idempotency_key=key,
-        )  # fmt: skip
+        )
         if created:
             try:
                 await self._start(job["id"], model, request_id_of(request.scope), caller)

@@ -74,9 +74,14 @@ async def run(args: argparse.Namespace, store: KeyStore, out: TextIO) -> int:
     if args.command == "add":
         key = new_key()
         record: ApiKey = {
-            "name": args.name, "key_hash": hash_key(key), "created_at": now, "revoked_at": None,
-            "weight": args.weight, "max_waiting": args.max_waiting, "models": args.models,
-        }  # fmt: skip
+            "name": args.name,
+            "key_hash": hash_key(key),
+            "created_at": now,
+            "revoked_at": None,
+            "weight": args.weight,
+            "max_waiting": args.max_waiting,
+            "models": args.models,
+        }
         try:
             await store.add(record)
         except KeyNameTaken:

@@ -68,8 +68,15 @@ class LambdaQueue:
     async def join(self, caller: Caller, model: str) -> Turn:
         """Queue an interactive ticket (refusals raise: 429 too_many_requests, 503 queue_full)."""
         ticket_id = uuid.uuid4().hex
-        new: NewTicket = {"id": ticket_id, "caller": caller.name, "weight": caller.weight, "model": model,
-                          "ticket_class": "interactive", "holder": f"chat:{ticket_id}", "job_id": None}  # fmt: skip
+        new: NewTicket = {
+            "id": ticket_id,
+            "caller": caller.name,
+            "weight": caller.weight,
+            "model": model,
+            "ticket_class": "interactive",
+            "holder": f"chat:{ticket_id}",
+            "job_id": None,
+        }
         standing = await self.queue.enqueue(new, max_waiting=caller.max_waiting, now=time.time())
         return Turn(ticket_id, standing, standing)
 
@@ -117,8 +124,15 @@ class LambdaQueue:
 
     async def enqueue_job(self, job_id: str, caller: Caller, model: str) -> Standing:
         """Queue a job's ticket (no holder: whichever invocation drains runs it)."""
-        new: NewTicket = {"id": job_ticket_id(job_id), "caller": caller.name, "weight": caller.weight,
-                          "ticket_class": "batch", "model": model, "holder": None, "job_id": job_id}  # fmt: skip
+        new: NewTicket = {
+            "id": job_ticket_id(job_id),
+            "caller": caller.name,
+            "weight": caller.weight,
+            "ticket_class": "batch",
+            "model": model,
+            "holder": None,
+            "job_id": job_id,
+        }
         return await self.queue.enqueue(new, max_waiting=caller.max_waiting, now=time.time())
 
     async def leave_job(self, job_id: str) -> None:

@@ -27,8 +27,14 @@ if TYPE_CHECKING:
 NDJSON = "application/x-ndjson"
 RUNNING = "Ollama is running"
 # Ollama's management endpoints, on the methods Ollama serves them (others are 405, as there).
-MANAGEMENT = {"/api/pull": ["POST"], "/api/push": ["POST"], "/api/create": ["POST"], "/api/copy": ["POST"],
-              "/api/delete": ["DELETE"], "/api/blobs/{digest}": ["POST", "HEAD"]}  # fmt: skip
+MANAGEMENT = {
+    "/api/pull": ["POST"],
+    "/api/push": ["POST"],
+    "/api/create": ["POST"],
+    "/api/copy": ["POST"],
+    "/api/delete": ["DELETE"],
+    "/api/blobs/{digest}": ["POST", "HEAD"],
+}
 
 
 def root_representation(request: Request, page: Page) -> Response:

@@ -12,8 +12,9 @@ from chat.openapi_schemas import generation_properties, model_names
 from chat.settings import Settings
 
 # Ollama's probes answer anyone; so do the refusals of its management endpoints (403 either way).
-PUBLIC_PATHS = frozenset({"/", "/api/version", "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete",
-                          "/api/blobs/{digest}"})  # fmt: skip
+PUBLIC_PATHS = frozenset(
+    {"/", "/api/version", "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/{digest}"}
+)
 ERRORS = {
     "400": "A parameter this gateway does not offer (`unsupported_parameter`), or the body is not JSON.",
     "401": "No API key where one is needed, or one that is not valid (`unauthorized`); see `WWW-Authenticate`.",

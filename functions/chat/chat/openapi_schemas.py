@@ -12,12 +12,34 @@ from chat.models import tagged
 from chat.settings import Settings
 
 ERROR_CODES = [
-    "invalid_json", "invalid_request", "body_too_large", "prompt_too_long", "body_read_timeout",
-    "model_not_found", "not_found", "method_not_allowed", "queue_full", "queue_timeout", "runner_busy",
-    "not_ready", "upstream_error", "upstream_unavailable", "upstream_timeout", "deadline_exceeded", "internal_error",
-    "job_not_found", "job_finished", "idempotency_conflict", "unauthorized", "model_forbidden", "state_busy",
-    "state_error", "too_many_requests", "unsupported_parameter", "management_refused",
-]  # fmt: skip
+    "invalid_json",
+    "invalid_request",
+    "body_too_large",
+    "prompt_too_long",
+    "body_read_timeout",
+    "model_not_found",
+    "not_found",
+    "method_not_allowed",
+    "queue_full",
+    "queue_timeout",
+    "runner_busy",
+    "not_ready",
+    "upstream_error",
+    "upstream_unavailable",
+    "upstream_timeout",
+    "deadline_exceeded",
+    "internal_error",
+    "job_not_found",
+    "job_finished",
+    "idempotency_conflict",
+    "unauthorized",
+    "model_forbidden",
+    "state_busy",
+    "state_error",
+    "too_many_requests",
+    "unsupported_parameter",
+    "management_refused",
+]
 JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 # TypedDicts of the contract that appear by name in the document.
 REFS: dict[type, str] = {ChatMessage: "ChatMessage", GenerationOptions: "Options"}

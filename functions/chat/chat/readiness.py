@@ -111,8 +111,9 @@ def aws_readiness(function_name: str, table_name: str, connect_timeout_s: float)
         import boto3
         from botocore.config import Config
 
-        config = Config(retries={"total_max_attempts": 2, "mode": "standard"}, connect_timeout=connect_timeout_s,
-                        read_timeout=5)  # fmt: skip
+        config = Config(
+            retries={"total_max_attempts": 2, "mode": "standard"}, connect_timeout=connect_timeout_s, read_timeout=5
+        )
         return boto3.client("lambda", config=config), boto3.client("dynamodb", config=config)
 
     return AwsReadiness(function_name, table_name, connect=connect)

@@ -64,17 +64,27 @@ def render(snapshot: Snapshot, recent_jobs: Sequence[Job] | None, *, now: float)
     for ticket in snapshot.waiting:
         standing = snapshot.standings[ticket["id"]]
         waiting.add_row(
-            str(standing.position), ticket["caller"], ticket["ticket_class"], ticket["model"], _what(ticket),
-            _ago(now, ticket["created_at"]), f"{standing.eta_s:.1f}s",
-        )  # fmt: skip
+            str(standing.position),
+            ticket["caller"],
+            ticket["ticket_class"],
+            ticket["model"],
+            _what(ticket),
+            _ago(now, ticket["created_at"]),
+            f"{standing.eta_s:.1f}s",
+        )
     if recent_jobs is None:
         return Group(running, waiting)
     recent = _table("recent jobs", ("job", "caller", "model", "status", "error", "took", "tokens/s"))
     for job in recent_jobs:
         recent.add_row(
-            job["id"][:8], job["owner"], job["model"], job["status"], _error_code(job),
-            _took(job), _speed(job),
-        )  # fmt: skip
+            job["id"][:8],
+            job["owner"],
+            job["model"],
+            job["status"],
+            _error_code(job),
+            _took(job),
+            _speed(job),
+        )
     return Group(running, waiting, recent)
 
 

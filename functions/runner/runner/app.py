@@ -343,8 +343,9 @@ def create_app(
     slot.on_job = jobs.run_claimed
     drain = None
     if (lease := drain_lease or build_drain_lease(settings.state)) is not None:
-        drain = Drain(slot, jobs, lease, function_name=settings.function_name,
-                      invoker=lambda: self_invoker or _lambda_client())  # fmt: skip
+        drain = Drain(
+            slot, jobs, lease, function_name=settings.function_name, invoker=lambda: self_invoker or _lambda_client()
+        )
         slot.after_adopted = drain.hand_over_if_jobs_wait
     runner = Runner(settings, ollama, slot, jobs, metrics, drain)
 

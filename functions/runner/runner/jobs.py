@@ -122,16 +122,24 @@ class JobRunner:
                 return await self._run_started(started, grant, budget or Budget(None))
         except Busy:
             await self.store.settle(
-                job_id, now=time.time(), status="expired",
+                job_id,
+                now=time.time(),
+                status="expired",
                 error={"code": "job_expired", "message": "The job did not get the model before its start deadline."},
-            )  # fmt: skip
+            )
             return "expired"
 
     async def _run_started(self, job: Job, grant: Grant, budget: Budget) -> str:
         record = RequestRecord(
-            service="runner", method="JOB", path=f"/v1/jobs/{job['id']}", request_id=job["id"], route=JOB_ROUTE,
-            caller=job["owner"], caller_keyed=job.get("owner_keyed", False), model=job["model"],
-        )  # fmt: skip
+            service="runner",
+            method="JOB",
+            path=f"/v1/jobs/{job['id']}",
+            request_id=job["id"],
+            route=JOB_ROUTE,
+            caller=job["owner"],
+            caller_keyed=job.get("owner_keyed", False),
+            model=job["model"],
+        )
         started = time.perf_counter()
         try:
             return await self._generate(job, grant, budget, record)
@@ -139,9 +147,11 @@ class JobRunner:
             record.status, record.error_code = 503, "runner_stopped"
             with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
                 await self.store.finish(
-                    job["id"], "failed", now=time.time(),
+                    job["id"],
+                    "failed",
+                    now=time.time(),
                     fields={"error": {"code": "runner_stopped", "message": "The runner stopped during the job."}},
-                )  # fmt: skip
+                )
             raise
         finally:
             record.duration_ms = round((time.perf_counter() - started) * 1000, 3)

@@ -164,8 +164,15 @@ class GenerationSlot:
 
     async def _join(self, caller: Caller, ticket_class: TicketClass, model: str) -> Place:
         ticket_id = uuid.uuid4().hex
-        new: NewTicket = {"id": ticket_id, "caller": caller.name, "weight": caller.weight, "model": model,
-                          "ticket_class": ticket_class, "holder": self.holder, "job_id": None}  # fmt: skip
+        new: NewTicket = {
+            "id": ticket_id,
+            "caller": caller.name,
+            "weight": caller.weight,
+            "model": model,
+            "ticket_class": ticket_class,
+            "holder": self.holder,
+            "job_id": None,
+        }
         # Free slot here and on the host: take the lock first, so joining can claim at once (one write).
         claim_as = self.holder if self._holding is None and self._host.try_acquire() else None
         try:
@@ -222,8 +229,15 @@ class GenerationSlot:
 
     async def enqueue_job(self, job_id: str, caller: Caller, model: str) -> Standing:
         """Add a job's ticket (no holder: whichever runner holds the slot when it is the head runs it)."""
-        new: NewTicket = {"id": job_ticket_id(job_id), "caller": caller.name, "weight": caller.weight,
-                          "ticket_class": "batch", "model": model, "holder": None, "job_id": job_id}  # fmt: skip
+        new: NewTicket = {
+            "id": job_ticket_id(job_id),
+            "caller": caller.name,
+            "weight": caller.weight,
+            "ticket_class": "batch",
+            "model": model,
+            "holder": None,
+            "job_id": job_id,
+        }
         standing = await self.queue.enqueue(new, max_waiting=caller.max_waiting, now=time.time())
         self._draining = True
         self._dispatch_now()
@@ -291,9 +305,13 @@ class GenerationSlot:
             with anyio.CancelScope(shield=True):
                 await self.settle_after(grant)
                 following = await self.queue.finish(
-                    grant.ticket["id"], holder=self.holder, mine=self._waiting_ids(), now=time.time(),
-                    duration_s=duration_s, take_jobs=not grant.adopted,
-                )  # fmt: skip
+                    grant.ticket["id"],
+                    holder=self.holder,
+                    mine=self._waiting_ids(),
+                    now=time.time(),
+                    duration_s=duration_s,
+                    take_jobs=not grant.adopted,
+                )
         except ServiceError:
             logger.warning("could not finish ticket %s; the next holder drops it", grant.ticket["id"])
         finally:

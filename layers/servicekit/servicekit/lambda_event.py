@@ -73,8 +73,13 @@ def http_api_event(
             "apiId": api_id,
             "domainName": domain,
             "domainPrefix": domain.split(".")[0],
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
-                     "userAgent": lowered.get("user-agent", "")},
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": lowered.get("user-agent", ""),
+            },
             "requestId": str(uuid.uuid4()),
             "routeKey": route_key,
             "stage": "$default",
@@ -82,7 +87,7 @@ def http_api_event(
             "timeEpoch": int(now * 1000),
         },
         "isBase64Encoded": False,
-    }  # fmt: skip
+    }
     if body:
         try:
             event["body"] = body.decode()

@@ -24,13 +24,21 @@ from servicekit.generation import ChatMessage, GenerationRequest, parse_generati
 
 from chat.models import MISSING
 
-SAMPLING = {"temperature": "temperature", "top_p": "top_p", "seed": "seed",
-            "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty"}  # fmt: skip
+SAMPLING = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+}
 COMMON_FIELDS = frozenset({"model", "stream", "stream_options", "n", "max_tokens", "stop", "user", *SAMPLING})
 # Accepted and without effect here: they change nothing about a generation.
 NO_EFFECT = frozenset({"user", "metadata", "store", "parallel_tool_calls"})
-CHAT_FIELDS = COMMON_FIELDS | NO_EFFECT | {"messages", "max_completion_tokens", "response_format", "tools",
-                                          "tool_choice", "reasoning_effort", "logprobs"}  # fmt: skip
+CHAT_FIELDS = (
+    COMMON_FIELDS
+    | NO_EFFECT
+    | {"messages", "max_completion_tokens", "response_format", "tools", "tool_choice", "reasoning_effort", "logprobs"}
+)
 COMPLETION_FIELDS = COMMON_FIELDS | {"prompt", "echo", "logprobs", "suffix"}
 EMBEDDING_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
@@ -281,8 +289,11 @@ class Completion:
             choice["delta"] = delta
         else:
             choice["text"] = delta.get("content", "")
-        chunk: dict[str, Any] = {**self.head, "object": "chat.completion.chunk" if self.chat else "text_completion",
-                 "choices": [choice]}  # fmt: skip
+        chunk: dict[str, Any] = {
+            **self.head,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "choices": [choice],
+        }
         if usage:
             chunk["usage"] = None
         return sse(chunk)
@@ -302,8 +313,14 @@ class Completion:
                 if event.get("done") is True:
                     yield self._chunk({}, finish_reason(event.get("done_reason"), called), include_usage)
                     if include_usage:
-                        yield sse({**self.head, "object": self._chunk_object(), "choices": [],
-                                   "usage": _usage(event.get("usage", {}))})  # fmt: skip
+                        yield sse(
+                            {
+                                **self.head,
+                                "object": self._chunk_object(),
+                                "choices": [],
+                                "usage": _usage(event.get("usage", {})),
+                            }
+                        )
                     yield b"data: [DONE]\n\n"
                     return
                 delta: dict[str, Any] = {"role": "assistant"} if first else {}
@@ -342,8 +359,12 @@ def model_object(name: str, created: int) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": "library"}
 
 
-ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
-               429: "rate_limit_error"}  # fmt: skip
+ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def error_body(error: ServiceError, request_id: str) -> dict[str, Any]:

@@ -64,9 +64,12 @@ class EmfSlotMetrics:
 
     def _emit(self, name: str, unit: MetricUnit, value: float, **dimensions: str) -> None:
         with single_metric(
-            name=name, unit=unit, value=value, namespace=NAMESPACE,
+            name=name,
+            unit=unit,
+            value=value,
+            namespace=NAMESPACE,
             default_dimensions={"service": self.service, **dimensions},
-        ):  # fmt: skip
+        ):
             pass
 
     def slot_granted(self, ticket_class: TicketClass, queue_ms: float) -> None:

@@ -19,10 +19,26 @@ from servicekit.observe.settings import LogFormat
 
 # The fields of a request line, in this order (None values are left out).
 FIELDS = (
-    "request_id", "service", "caller", "method", "route", "path", "model", "stream", "status", "error_code",
-    "queue_ms", "generation_ms", "first_token_ms", "tokens_in", "tokens_out", "tokens_per_s",
-    "bytes_in", "bytes_out", "duration_ms",
-)  # fmt: skip
+    "request_id",
+    "service",
+    "caller",
+    "method",
+    "route",
+    "path",
+    "model",
+    "stream",
+    "status",
+    "error_code",
+    "queue_ms",
+    "generation_ms",
+    "first_token_ms",
+    "tokens_in",
+    "tokens_out",
+    "tokens_per_s",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+)
 CONTENT_FIELDS = ("prompt", "answer")
 _HANDLER_NAME = "servicekit.observe"
 

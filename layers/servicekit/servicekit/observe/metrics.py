@@ -46,20 +46,29 @@ class PrometheusMetrics:
             PREFIX + "requests", "Requests answered, by outcome.", ["service", "route", "status", "code"], registry=r
         )
         self.generation_seconds = Histogram(
-            PREFIX + "generation_seconds", "Ollama's total time per generation.", ["model"],
-            buckets=DURATION_BUCKETS, registry=r,
-        )  # fmt: skip
+            PREFIX + "generation_seconds",
+            "Ollama's total time per generation.",
+            ["model"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.first_token_seconds = Histogram(
-            PREFIX + "first_token_seconds", "Load plus prompt evaluation: the time before the first token.",
-            ["model"], buckets=DURATION_BUCKETS, registry=r,
-        )  # fmt: skip
+            PREFIX + "first_token_seconds",
+            "Load plus prompt evaluation: the time before the first token.",
+            ["model"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.tokens_per_second = Histogram(
             PREFIX + "tokens_per_second", "Generation speed.", ["model"], buckets=SPEED_BUCKETS, registry=r
         )
         self.queue_wait_seconds = Histogram(
-            PREFIX + "queue_wait_seconds", "Wait in the queue of each ticket that got the slot.", ["class"],
-            buckets=DURATION_BUCKETS, registry=r,
-        )  # fmt: skip
+            PREFIX + "queue_wait_seconds",
+            "Wait in the queue of each ticket that got the slot.",
+            ["class"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.tokens_in = Counter(PREFIX + "tokens_in", "Prompt tokens.", ["model", "caller"], registry=r)
         self.tokens_out = Counter(PREFIX + "tokens_out", "Generated tokens.", ["model", "caller"], registry=r)
         # "max" across processes: the slot is host-wide, so any process holding it means busy.
@@ -67,9 +76,11 @@ class PrometheusMetrics:
             PREFIX + "slot_busy", "1 while a generation holds the slot.", registry=r, multiprocess_mode="livemax"
         )
         self.ollama_up = Gauge(
-            PREFIX + "ollama_up", "1 when Ollama answered the last readiness probe.", registry=r,
+            PREFIX + "ollama_up",
+            "1 when Ollama answered the last readiness probe.",
+            registry=r,
             multiprocess_mode="mostrecent",
-        )  # fmt: skip
+        )
 
     def observe(self, record: RequestRecord) -> None:
         route = record.route or "unmatched"
@@ -134,9 +145,13 @@ def queue_gauges(measures: QueueMeasures) -> list[Metric]:
     depth: dict[tuple[str, ...], float] = {(klass,): float(count) for klass, count in measures.depth.items()}
     return [
         gauge("queue_depth", "Tickets waiting, by class.", depth, ["class"]),
-        gauge("queue_oldest_wait_seconds", "How long the oldest waiting ticket has waited.",
-              {(): measures.oldest_wait_s}, []),
-    ]  # fmt: skip
+        gauge(
+            "queue_oldest_wait_seconds",
+            "How long the oldest waiting ticket has waited.",
+            {(): measures.oldest_wait_s},
+            [],
+        ),
+    ]
 
 
 def exposition(metrics: PrometheusMetrics, multiprocess_dir: str, extra: list[Metric]) -> bytes:

@@ -246,17 +246,39 @@ class DynamoQueueStore:
         head = snap.head
         if head is None or not (head["id"] in mine or (take_jobs and head["holder"] is None)):
             return None, []
-        started = cast(Ticket, {**head, "status": "running", "holder": holder, "started_at": now,
-                                "lease_until": now + self.limits.lease_s})  # fmt: skip
+        started = cast(
+            Ticket,
+            {
+                **head,
+                "status": "running",
+                "holder": holder,
+                "started_at": now,
+                "lease_until": now + self.limits.lease_s,
+            },
+        )
         name = self._db.table.name
-        writes: list[dict[str, Any]] = [{"Update": {
-            "TableName": name, "Key": _key(TICKET_PREFIX + head["id"]),
-            "UpdateExpression": "SET #status = :running, holder = :holder, started_at = :now, lease_until = :lease",
-            "ConditionExpression": "#status = :waiting",
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": to_item({":running": "running", ":waiting": "waiting", ":holder": holder,
-                                                 ":now": now, ":lease": started["lease_until"]}),
-        }}]  # fmt: skip
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": name,
+                    "Key": _key(TICKET_PREFIX + head["id"]),
+                    "UpdateExpression": (
+                        "SET #status = :running, holder = :holder, started_at = :now, lease_until = :lease"
+                    ),
+                    "ConditionExpression": "#status = :waiting",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": to_item(
+                        {
+                            ":running": "running",
+                            ":waiting": "waiting",
+                            ":holder": holder,
+                            ":now": now,
+                            ":lease": started["lease_until"],
+                        }
+                    ),
+                }
+            }
+        ]
         self._move_clock(update, read, started)
         return started, writes
 
@@ -307,8 +329,9 @@ class DynamoQueueStore:
                 recent = [*read.recent().get(model, []), round(duration_s, 4)][-RECENT_GENERATIONS:]
                 update.clauses["SET"].append(f"{update.name('r#' + model)} = {update.value(recent)}")
             # The next head, as if the finished ticket were gone already (it is, in the same write).
-            after = _Read(read.state, [t for t in read.tickets if t["id"] != ticket_id and t["status"] == "waiting"],
-                          read.missing)  # fmt: skip
+            after = _Read(
+                read.state, [t for t in read.tickets if t["id"] != ticket_id and t["status"] == "waiting"], read.missing
+            )
             started, writes = self._claim_writes(
                 after, self._snapshot(after, now), update, holder, mine, now, take_jobs
             )
@@ -338,9 +361,15 @@ class DynamoQueueStore:
         name = self._db.table.name
         writes = [
             {"Delete": {"TableName": name, "Key": _key(TICKET_PREFIX + ticket_id)}},
-            {"Update": {"TableName": name, "Key": _key(STATE_ID), "UpdateExpression": "DELETE ids :id",
-                        "ExpressionAttributeValues": {":id": {ticket_id}}}},
-        ]  # fmt: skip
+            {
+                "Update": {
+                    "TableName": name,
+                    "Key": _key(STATE_ID),
+                    "UpdateExpression": "DELETE ids :id",
+                    "ExpressionAttributeValues": {":id": {ticket_id}},
+                }
+            },
+        ]
         await self._retry(lambda: self._db.call(lambda: self._client.transact_write_items(TransactItems=writes)))
 
     async def renew(self, ticket_ids: Collection[str], *, now: float) -> None:
@@ -349,8 +378,10 @@ class DynamoQueueStore:
             with suppress(ConditionFailed):  # it has left (or was swept): nothing to keep alive
                 await self._db.call(
                     lambda i=ticket_id: self._client.update_item(  # type: ignore[misc]
-                        TableName=name, Key=_key(TICKET_PREFIX + i), UpdateExpression="SET lease_until = :lease",
+                        TableName=name,
+                        Key=_key(TICKET_PREFIX + i),
+                        UpdateExpression="SET lease_until = :lease",
                         ConditionExpression="attribute_exists(id)",
                         ExpressionAttributeValues=to_item({":lease": now + self.limits.lease_s}),
                     )
-                )  # fmt: skip
+                )

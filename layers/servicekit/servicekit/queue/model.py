@@ -105,8 +105,16 @@ def job_ticket_id(job_id: str) -> str:
 
 def running(new: NewTicket, holder: str, now: float) -> Ticket:
     """The ticket ``new`` as it is once claimed at the moment it joined (an idle slot)."""
-    return {**new, "created_at": now, "seq": 0, "vstart": 0.0, "status": "running", "holder": holder,
-            "lease_until": None, "started_at": now}  # fmt: skip
+    return {
+        **new,
+        "created_at": now,
+        "seq": 0,
+        "vstart": 0.0,
+        "status": "running",
+        "holder": holder,
+        "lease_until": None,
+        "started_at": now,
+    }
 
 
 def order_key(ticket: Ticket, now: float, batch_max_wait_s: float) -> tuple[int, float, int]:

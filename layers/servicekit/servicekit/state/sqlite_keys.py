@@ -36,9 +36,16 @@ class SqliteKeyStore:
             models = None if key["models"] is None else json.dumps(key["models"])
             db.execute(
                 f"INSERT INTO keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key["name"], key["key_hash"], key["created_at"], key["revoked_at"], key["weight"],
-                 key["max_waiting"], models),
-            )  # fmt: skip
+                (
+                    key["name"],
+                    key["key_hash"],
+                    key["created_at"],
+                    key["revoked_at"],
+                    key["weight"],
+                    key["max_waiting"],
+                    models,
+                ),
+            )
             return True
 
         if not await self.database.write(add):

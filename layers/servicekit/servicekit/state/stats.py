@@ -22,9 +22,12 @@ class StateCounts(TypedDict):
 
 async def state_counts(database: StateDatabase, *, now: float) -> StateCounts:
     def read(db: sqlite3.Connection) -> StateCounts:
-        jobs = {str(status): int(count) for status, count in db.execute(
-            "SELECT status, COUNT(*) FROM jobs WHERE expires_at > ? GROUP BY status", (now,)
-        )}  # fmt: skip
+        jobs = {
+            str(status): int(count)
+            for status, count in db.execute(
+                "SELECT status, COUNT(*) FROM jobs WHERE expires_at > ? GROUP BY status", (now,)
+            )
+        }
         revoked = int(db.execute("SELECT COUNT(*) FROM keys WHERE revoked_at IS NOT NULL").fetchone()[0])
         total = int(db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
         return {"jobs": jobs, "keys_active": total - revoked, "keys_revoked": revoked}
