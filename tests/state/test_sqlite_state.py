@@ -224,3 +224,32 @@ async def test_an_urgent_write_goes_before_a_burst_of_writes(database: StateData
     # At most the write in progress, and one that reached the gate first, go before it.
     assert done.index("urgent") <= 2, done[:10]
     assert sorted(done) == sorted([*(f"w{index}" for index in range(50)), "urgent"])
+
+
+async def test_an_urgent_write_waits_for_another_process_off_the_loop(tmp_path: Path) -> None:
+    """Tried on the loop first, an urgent write that finds the lock taken never waits there: it goes
+    to its thread (a 10 ms ticker is never held up) and goes through once the lock is let go."""
+    database = StateDatabase(tmp_path / "state", busy_timeout_s=1.0, busy_budget_s=5.0)
+    await database.write(lambda db: db.execute("CREATE TABLE marks (who TEXT)"), urgent=True)
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    holder = ExclusiveHolder(database.path)
+    ticker = asyncio.create_task(tick())
+    asyncio.get_running_loop().call_later(0.5, holder.release)
+    try:
+        await database.write(lambda db: db.execute("INSERT INTO marks VALUES ('urgent')"), urgent=True)
+    finally:
+        ticker.cancel()
+    marks = await database.read(lambda db: db.execute("SELECT who FROM marks").fetchall())
+    database.close()
+    assert marks == [("urgent",)]
+    assert sum(gaps) >= 0.4  # it waited for the other process ...
+    assert max(gaps) < 0.25, sorted(gaps)[-5:]  # ... and never on the loop (busy_timeout is 1 s)
