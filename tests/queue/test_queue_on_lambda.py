@@ -48,7 +48,9 @@ async def queued(aws: AwsStack, count: int) -> None:
 
 
 async def test_two_callers_are_served_in_fair_order_with_their_positions(aws: AwsStack, fake: FakeOllama) -> None:
-    fake.faults.token_delay_s = 0.1  # 0.3 s a generation
+    # a0 generates slowly (1 s a token) until everyone has joined behind it, so that b0's place is
+    # taken while a0 runs, however slow the machine; then every token takes 0.1 s.
+    fake.faults.token_delay_s = 1.0
     first = asyncio.create_task(
         asyncio.to_thread(aws.call, "POST", "/chat", {"prompt": "a0"}, caller_ip="198.51.100.1")
     )
@@ -61,6 +63,11 @@ async def test_two_callers_are_served_in_fair_order_with_their_positions(aws: Aw
     light = asyncio.create_task(
         asyncio.to_thread(aws.call, "POST", "/chat", {"prompt": "b0"}, caller_ip="198.51.100.2")
     )
+    await queued(aws, 4)
+    # Everyone joined while a0 ran.
+    assert fake.recorder.active == 1
+    assert fake.recorder.prompts == ["a0"]
+    fake.faults.token_delay_s = 0.1
     replies = await asyncio.gather(first, *heavy, light)
     assert [r.status for r in replies] == [200] * 5
     # b0 came last, yet runs next: a0 was A's turn this round (the README's worked example).
