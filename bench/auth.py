@@ -8,7 +8,7 @@ from pathlib import Path
 
 from chat.auth import Authenticator
 from servicekit.state.factory import StateSettings, key_store
-from servicekit.state.keys import hash_key, new_key
+from servicekit.state.keys import new_api_key
 
 from bench.measure import percentile
 
@@ -17,18 +17,8 @@ async def auth_check_us(rounds: int = 20_000) -> tuple[float, float]:
     """p50 and p99, in microseconds, of identifying a caller by a valid key that is in the cache."""
     with tempfile.TemporaryDirectory() as tmp:
         store = key_store(StateSettings(directory=str(Path(tmp) / "state")))
-        key = new_key()
-        await store.add(
-            {
-                "name": "bench",
-                "key_hash": hash_key(key),
-                "created_at": time.time(),
-                "revoked_at": None,
-                "weight": 1,
-                "max_waiting": None,
-                "models": None,
-            }
-        )
+        key, record = new_api_key("bench", now=time.time())
+        await store.add(record)
         auth = Authenticator(store, mode="required", cache_ttl_s=3600)
         scope = {
             "type": "http",

@@ -20,12 +20,15 @@ import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from tests.aws_stack import AwsStack, aws_stack
 from tests.fake_ollama import FakeOllama, Recorder
+from tests.waiting import until
 
 READS = {"GetItem", "BatchGetItem", "Query", "Scan"}
 TOKENS = 10
@@ -88,12 +91,16 @@ def _warm(stack: AwsStack, fake: FakeOllama, containers: int) -> None:
     stack.runner.throttles = 0
 
 
-def _wait(condition: Any, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the simulation did not finish")
-        time.sleep(0.01)
+@contextmanager
+def _scenario(before: bool, generation_s: float) -> Iterator[tuple[FakeOllama, AwsStack, _Calls, float]]:
+    """A warm stack of either design, generations of ``generation_s``, DynamoDB calls counted from now."""
+    fake = FakeOllama()
+    with aws_stack(fake, time_scale=1.0, before=before, job_progress_interval_s=PROGRESS_S) as stack:
+        _warm(stack, fake, containers=5)
+        fake.faults.tokens, fake.faults.token_delay_s = TOKENS, generation_s / TOKENS
+        calls = _Calls(stack)
+        calls.on = True
+        yield fake, stack, calls, time.perf_counter()
 
 
 def _outcome(
@@ -121,13 +128,7 @@ def _outcome(
 
 
 def jobs_together(before: bool, jobs: int = 10, generation_s: float = 1.0) -> Outcome:
-    fake = FakeOllama()
-    with aws_stack(fake, time_scale=1.0, before=before, job_progress_interval_s=PROGRESS_S) as stack:
-        _warm(stack, fake, containers=5)
-        fake.faults.tokens, fake.faults.token_delay_s = TOKENS, generation_s / TOKENS
-        calls = _Calls(stack)
-        calls.on = True
-        started = time.perf_counter()
+    with _scenario(before, generation_s) as (fake, stack, calls, started):
         # From two callers: one may have MAX_WAITING_PER_CALLER (8) waiting.
         owners = [f"198.51.100.{i % 2 + 1}" for i in range(jobs)]
         ids = [
@@ -135,7 +136,7 @@ def jobs_together(before: bool, jobs: int = 10, generation_s: float = 1.0) -> Ou
             for i, ip in enumerate(owners)
         ]
         # Until every job has succeeded or was given up on (Lambda drops an event 900 s old).
-        _wait(lambda: fake.recorder.completed >= jobs or not stack.runner.pending(), timeout_s=1000)
+        until(lambda: fake.recorder.completed >= jobs or not stack.runner.pending(), timeout_s=1000, what="the run")
         calls.on = False
         statuses = [
             stack.call("GET", f"/v1/jobs/{i}", caller_ip=ip).body["status"] for i, ip in zip(ids, owners, strict=True)
@@ -154,13 +155,7 @@ def jobs_together(before: bool, jobs: int = 10, generation_s: float = 1.0) -> Ou
 
 
 def chats_together(before: bool, chats: int = 5, generation_s: float = 1.0) -> Outcome:
-    fake = FakeOllama()
-    with aws_stack(fake, time_scale=1.0, before=before, job_progress_interval_s=PROGRESS_S) as stack:
-        _warm(stack, fake, containers=5)
-        fake.faults.tokens, fake.faults.token_delay_s = TOKENS, generation_s / TOKENS
-        calls = _Calls(stack)
-        calls.on = True
-        started = time.perf_counter()
+    with _scenario(before, generation_s) as (fake, stack, calls, started):
 
         def arrive(index: int) -> Any:
             time.sleep(index * STAGGER_S)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servicekit.state.factory import StateSettings, key_store
-from servicekit.state.keys import hash_key, new_key
+from servicekit.state.keys import new_api_key
 
-from tests.servers import REPO, free_port, service_env, uvicorn_process, wait_until_up
+from tests.servers import fake_ollama_process, free_port, uvicorn_process
 
 
 @dataclass(frozen=True)
@@ -32,44 +30,16 @@ class Stack:
 
 async def bench_key(state_dir: str) -> str:
     """A key for the benchmark's caller, stored where chat reads keys."""
-    key = new_key()
-    store = key_store(StateSettings(directory=state_dir))
-    await store.add(
-        {
-            "name": "bench",
-            "key_hash": hash_key(key),
-            "created_at": time.time(),
-            "revoked_at": None,
-            "weight": 1,
-            "max_waiting": None,
-            "models": None,
-        }
-    )
+    key, record = new_api_key("bench", now=time.time())
+    await key_store(StateSettings(directory=state_dir)).add(record)
     return key
 
 
 @contextmanager
 def fake_ollama(token_delay_s: float = 0.0, tokens: int = 3) -> Iterator[str]:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "tests.fake_ollama",
-        "--port",
-        str(port),
-        "--token-delay-s",
-        str(token_delay_s),
-        "--tokens",
-        str(tokens),
-    ]
-    process = subprocess.Popen(command, cwd=REPO, env=service_env({}))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url + "/api/version", process=process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with fake_ollama_process(port, token_delay_s, tokens):
+        yield f"http://127.0.0.1:{port}"
 
 
 @contextmanager

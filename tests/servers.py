@@ -101,3 +101,27 @@ def uvicorn_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def fake_ollama_process(port: int, token_delay_s: float, tokens: int) -> Iterator[subprocess.Popen[bytes]]:
+    """``tests.fake_ollama`` as a process of its own on ``port`` (killed on exit, if still running)."""
+    command = [
+        sys.executable,
+        "-m",
+        "tests.fake_ollama",
+        "--port",
+        str(port),
+        "--token-delay-s",
+        str(token_delay_s),
+        "--tokens",
+        str(tokens),
+    ]
+    process = subprocess.Popen(command, cwd=REPO, env=service_env({}))
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/api/version", process=process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()

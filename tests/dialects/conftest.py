@@ -21,7 +21,7 @@ import pytest
 from chat.app import create_app as create_chat_app
 from chat.settings import Settings as ChatSettings
 from servicekit.state.factory import StateSettings, key_store
-from servicekit.state.keys import ApiKey, hash_key, new_key
+from servicekit.state.keys import new_api_key
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
@@ -49,16 +49,7 @@ def openai_client(app: ASGIApp, key: str, **options: Any) -> openai.AsyncOpenAI:
 
 
 async def add_key(state: StateSettings, name: str = "tester") -> str:
-    key = new_key()
-    record: ApiKey = {
-        "name": name,
-        "key_hash": hash_key(key),
-        "created_at": time.time(),
-        "revoked_at": None,
-        "weight": 1,
-        "max_waiting": None,
-        "models": None,
-    }
+    key, record = new_api_key(name, now=time.time())
     await key_store(state).add(record)
     return key
 

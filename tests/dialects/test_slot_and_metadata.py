@@ -20,7 +20,7 @@ from runner.settings import Settings as RunnerSettings
 from servicekit.errors import ServiceError, exception_handlers_for
 from servicekit.requestid import RequestIdMiddleware
 from servicekit.state.factory import key_store
-from servicekit.state.keys import ApiKey, hash_key, new_key
+from servicekit.state.keys import new_api_key
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -254,16 +254,7 @@ async def test_keys_guard_every_route_that_names_a_model(
 ) -> None:
     fake.models = {"tinyllama", "llama3.2"}
     settings = dataclasses.replace(chat_settings, auth="required", allowed_models=("tinyllama", "llama3.2"))
-    key = new_key()
-    record: ApiKey = {
-        "name": "narrow",
-        "key_hash": hash_key(key),
-        "created_at": time.time(),
-        "revoked_at": None,
-        "weight": 1,
-        "max_waiting": None,
-        "models": ["llama3.2"],
-    }
+    key, record = new_api_key("narrow", now=time.time(), models=["llama3.2"])
     await key_store(settings.state).add(record)
     async with chat_app_over(runner_app_for(fake, runner_settings), settings) as app:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://chat.test") as http:

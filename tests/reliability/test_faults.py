@@ -11,11 +11,7 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -28,33 +24,15 @@ from servicekit.state.factory import StateSettings
 
 from tests.fake_ollama import FakeOllama
 from tests.inprocess import AppClient
-from tests.servers import REPO, free_port, serve_in_thread, service_env, uvicorn_process, wait_until_up
+from tests.servers import (
+    fake_ollama_process,
+    free_port,
+    serve_in_thread,
+    uvicorn_process,
+)
 from tests.waiting import eventually, until_waiting
 
 pytestmark = pytest.mark.slow
-
-
-@contextmanager
-def fake_ollama_process(port: int, token_delay_s: float, tokens: int) -> Iterator[subprocess.Popen[bytes]]:
-    command = [
-        sys.executable,
-        "-m",
-        "tests.fake_ollama",
-        "--port",
-        str(port),
-        "--token-delay-s",
-        str(token_delay_s),
-        "--tokens",
-        str(tokens),
-    ]
-    process = subprocess.Popen(command, cwd=REPO, env=service_env({}))
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/api/version", process=process)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 async def test_ollama_killed_mid_stream(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from runner.settings import Settings as RunnerSettings
 from schemathesis.checks import CheckFunction
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 from servicekit.state.factory import StateSettings, key_store
-from servicekit.state.keys import hash_key, new_key
+from servicekit.state.keys import new_api_key
 
 from tests.fake_ollama import FakeOllama
 
@@ -39,20 +39,8 @@ _chat = create_chat_app(
 # As deployed: keys required. Generated requests carry a valid key (in both places a key may be,
 # so a generated value in one cannot stand in for it); schemathesis's own check sends some
 # without one and expects the documented 401.
-_KEY = new_key()
-asyncio.run(
-    key_store(_states).add(
-        {
-            "name": "schemathesis",
-            "key_hash": hash_key(_KEY),
-            "created_at": time.time(),
-            "revoked_at": None,
-            "weight": 1,
-            "max_waiting": None,
-            "models": None,
-        }
-    )
-)
+_KEY, _RECORD = new_api_key("schemathesis", now=time.time())
+asyncio.run(key_store(_states).add(_RECORD))
 AUTHENTICATED = {"Authorization": f"Bearer {_KEY}", "X-API-Key": _KEY}
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _chat)

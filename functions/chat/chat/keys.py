@@ -26,7 +26,7 @@ from typing import TextIO
 from servicekit.config import ConfigError
 from servicekit.jobs.model import iso
 from servicekit.state.factory import StateSettings, key_store
-from servicekit.state.keys import KEY_NAME, ApiKey, KeyNameTaken, KeyStore, hash_key, new_key
+from servicekit.state.keys import KEY_NAME, KeyNameTaken, KeyStore, new_api_key
 
 
 def _positive(text: str) -> int:
@@ -72,16 +72,9 @@ def parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace, store: KeyStore, out: TextIO) -> int:
     now = time.time()
     if args.command == "add":
-        key = new_key()
-        record: ApiKey = {
-            "name": args.name,
-            "key_hash": hash_key(key),
-            "created_at": now,
-            "revoked_at": None,
-            "weight": args.weight,
-            "max_waiting": args.max_waiting,
-            "models": args.models,
-        }
+        key, record = new_api_key(
+            args.name, now=now, weight=args.weight, max_waiting=args.max_waiting, models=args.models
+        )
         try:
             await store.add(record)
         except KeyNameTaken:

@@ -25,7 +25,7 @@ import anyio
 from servicekit.callers import Caller
 from servicekit.errors import QueueTimeout, ServiceError
 from servicekit.queue.drain_lease import DrainLease, job_at_head
-from servicekit.queue.model import NewTicket, Standing, job_ticket_id
+from servicekit.queue.model import Standing, job_ticket, job_ticket_id, waiting_ticket
 from servicekit.queue.store import QueueStore
 
 logger = logging.getLogger("chat.queue")
@@ -68,15 +68,7 @@ class LambdaQueue:
     async def join(self, caller: Caller, model: str) -> Turn:
         """Queue an interactive ticket (refusals raise: 429 too_many_requests, 503 queue_full)."""
         ticket_id = uuid.uuid4().hex
-        new: NewTicket = {
-            "id": ticket_id,
-            "caller": caller.name,
-            "weight": caller.weight,
-            "model": model,
-            "ticket_class": "interactive",
-            "holder": f"chat:{ticket_id}",
-            "job_id": None,
-        }
+        new = waiting_ticket(ticket_id, caller, model, "interactive", holder=f"chat:{ticket_id}")
         standing = await self.queue.enqueue(new, max_waiting=caller.max_waiting, now=time.time())
         return Turn(ticket_id, standing, standing)
 
@@ -124,16 +116,9 @@ class LambdaQueue:
 
     async def enqueue_job(self, job_id: str, caller: Caller, model: str) -> Standing:
         """Queue a job's ticket (no holder: whichever invocation drains runs it)."""
-        new: NewTicket = {
-            "id": job_ticket_id(job_id),
-            "caller": caller.name,
-            "weight": caller.weight,
-            "ticket_class": "batch",
-            "model": model,
-            "holder": None,
-            "job_id": job_id,
-        }
-        return await self.queue.enqueue(new, max_waiting=caller.max_waiting, now=time.time())
+        return await self.queue.enqueue(
+            job_ticket(job_id, caller, model), max_waiting=caller.max_waiting, now=time.time()
+        )
 
     async def leave_job(self, job_id: str) -> None:
         await self.queue.leave(job_ticket_id(job_id))

@@ -33,7 +33,15 @@ import anyio
 from servicekit.callers import Caller
 from servicekit.errors import QueueTimeout, ServiceError, TurnPassed
 from servicekit.observe.queue import SlotObserver
-from servicekit.queue.model import NewTicket, Snapshot, Standing, Ticket, TicketClass, job_ticket_id, running
+from servicekit.queue.model import (
+    Snapshot,
+    Standing,
+    Ticket,
+    TicketClass,
+    job_ticket,
+    running,
+    waiting_ticket,
+)
 from servicekit.queue.store import QueueStore
 
 from runner.hostlock import HostLock
@@ -164,15 +172,7 @@ class GenerationSlot:
 
     async def _join(self, caller: Caller, ticket_class: TicketClass, model: str) -> Place:
         ticket_id = uuid.uuid4().hex
-        new: NewTicket = {
-            "id": ticket_id,
-            "caller": caller.name,
-            "weight": caller.weight,
-            "model": model,
-            "ticket_class": ticket_class,
-            "holder": self.holder,
-            "job_id": None,
-        }
+        new = waiting_ticket(ticket_id, caller, model, ticket_class, holder=self.holder)
         # Free slot here and on the host: take the lock first, so joining can claim at once (one write).
         claim_as = self.holder if self._holding is None and self._host.try_acquire() else None
         try:
@@ -229,15 +229,7 @@ class GenerationSlot:
 
     async def enqueue_job(self, job_id: str, caller: Caller, model: str) -> Standing:
         """Add a job's ticket (no holder: whichever runner holds the slot when it is the head runs it)."""
-        new: NewTicket = {
-            "id": job_ticket_id(job_id),
-            "caller": caller.name,
-            "weight": caller.weight,
-            "ticket_class": "batch",
-            "model": model,
-            "holder": None,
-            "job_id": job_id,
-        }
+        new = job_ticket(job_id, caller, model)
         standing = await self.queue.enqueue(new, max_waiting=caller.max_waiting, now=time.time())
         self._draining = True
         self._dispatch_now()

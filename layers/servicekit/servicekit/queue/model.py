@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from servicekit.callers import Caller
 
 TicketClass = Literal["interactive", "batch"]
 TicketStatus = Literal["waiting", "running"]
@@ -101,6 +104,32 @@ class Snapshot:
 def job_ticket_id(job_id: str) -> str:
     """A job's ticket id: one ticket per job, whoever queues it (a second delivery finds it)."""
     return f"job-{job_id}"
+
+
+def waiting_ticket(ticket_id: str, caller: Caller, model: str, ticket_class: TicketClass, holder: str) -> NewTicket:
+    """A request's ticket: ``holder`` (a process, or a waiting chat on AWS) renews its lease."""
+    return {
+        "id": ticket_id,
+        "caller": caller.name,
+        "weight": caller.weight,
+        "model": model,
+        "ticket_class": ticket_class,
+        "holder": holder,
+        "job_id": None,
+    }
+
+
+def job_ticket(job_id: str, caller: Caller, model: str) -> NewTicket:
+    """A job's ticket: batch, no holder (whoever holds the slot when it is the head runs it)."""
+    return {
+        "id": job_ticket_id(job_id),
+        "caller": caller.name,
+        "weight": caller.weight,
+        "model": model,
+        "ticket_class": "batch",
+        "holder": None,
+        "job_id": job_id,
+    }
 
 
 def running(new: NewTicket, holder: str, now: float) -> Ticket:

@@ -40,6 +40,28 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def new_api_key(
+    name: str,
+    *,
+    now: float,
+    weight: int = 1,
+    max_waiting: int | None = None,
+    models: list[str] | None = None,
+) -> tuple[str, ApiKey]:
+    """A new key (shown once) and the record to store: only its hash is kept."""
+    key = new_key()
+    record: ApiKey = {
+        "name": name,
+        "key_hash": hash_key(key),
+        "created_at": now,
+        "revoked_at": None,
+        "weight": weight,
+        "max_waiting": max_waiting,
+        "models": models,
+    }
+    return key, record
+
+
 def looks_like_key(value: str) -> bool:
     """Cheap shape check before any lookup: our prefix and a plausible length."""
     return value.startswith(KEY_PREFIX) and 20 <= len(value) <= 200
