@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError
 from starlette.applications import Starlette
 
 from local.lambda_context import LambdaContext
+from tests.waiting import until
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 THROTTLE_FIRST_RETRY_S = 1.0
@@ -150,15 +151,12 @@ class InProcessLambda:
 
     def drain(self, timeout_s: float = 10.0) -> None:
         """Return once every event accepted so far has run (or been dropped) and no invocation runs."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def idle() -> bool:
             with self._guard:
-                busy = self._pending or self._running
-            if not busy:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the stand-in still had work after {timeout_s} s")
-            time.sleep(0.005)  # a thread's poll (tests call this through asyncio.to_thread)
+                return not (self._pending or self._running)
+
+        until(idle, timeout_s=timeout_s, what="the stand-in running everything it accepted")
         self._first.executor.submit(lambda: None).result()  # what an unlimited stand-in queued there
 
     # -- containers ------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ async def test_fifty_concurrent_chats_reach_ollama_one_at_a_time_in_queue_order(
     tasks = []
     for index in range(50):
         tasks.append(asyncio.create_task(chat_client.post("/chat", json={"prompt": f"p{index}"})))
-        await asyncio.sleep(0)  # let each request enter the queue before the next is sent
+        await asyncio.sleep(0)  # one loop turn: the requests start interleaved, as arriving clients do
     responses = await asyncio.gather(*tasks)
     assert [r.status_code for r in responses] == [200] * 50
     assert fake.recorder.peak == 1

@@ -10,7 +10,7 @@ the real stack instead (``test_a_second_page_sees_its_place_in_the_real_queue``)
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import threading
 from collections.abc import AsyncIterator
@@ -22,6 +22,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.waiting import eventually
 
 MODEL = "contract-model"
 
@@ -53,9 +55,11 @@ class QueueContract:
     async def chat(self, request: Request) -> Response:
         return StreamingResponse(self._lines(), media_type="application/x-ndjson")
 
+    def _released_past(self, index: int) -> bool:
+        return self.released > index
+
     async def _lines(self) -> AsyncIterator[bytes]:
         for index, step in enumerate(self.steps):
             # The test's thread releases each step: poll, as an asyncio.Event cannot be set from there.
-            while self.released <= index:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+            await eventually(functools.partial(self._released_past, index), timeout_s=60, what="the step released")
             yield json.dumps(step).encode() + b"\n"

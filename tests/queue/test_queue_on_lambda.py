@@ -38,13 +38,10 @@ async def chat(aws: AwsStack, prompt: str, caller_ip: str) -> Reply:
 
 
 async def queued(aws: AwsStack, count: int) -> None:
-    async def depth() -> int:
-        return len((await aws.queue.snapshot(now=time.time())).waiting)
+    async def enough() -> bool:
+        return len((await aws.queue.snapshot(now=time.time())).waiting) >= count
 
-    deadline = time.monotonic() + 10
-    while await depth() < count:
-        assert time.monotonic() < deadline, f"{count} tickets did not queue"
-        await asyncio.sleep(0.01)
+    await eventually(enough, what=f"{count} tickets queued")
 
 
 async def test_two_callers_are_served_in_fair_order_with_their_positions(aws: AwsStack, fake: FakeOllama) -> None:
@@ -121,13 +118,14 @@ async def test_jobs_are_drained_back_to_back_by_one_invocation(aws: AwsStack, fa
 
 
 async def eventually_status(aws: AwsStack, job_id: str, status: str, timeout_s: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = (await asyncio.to_thread(aws.call, "GET", f"/v1/jobs/{job_id}")).body
-        if job["status"] == status:
-            return dict(job)
-        assert time.monotonic() < deadline, f"job {job_id} is {job['status']}, not {status}"
-        await asyncio.sleep(0.05)
+    seen: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        seen.update((await asyncio.to_thread(aws.call, "GET", f"/v1/jobs/{job_id}")).body)
+        return bool(seen["status"] == status)
+
+    await eventually(reached, timeout_s=timeout_s, what=f"job {job_id} {status}")
+    return seen
 
 
 async def test_a_queued_job_reports_its_exact_position(aws: AwsStack, fake: FakeOllama) -> None:
