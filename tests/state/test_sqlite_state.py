@@ -254,3 +254,13 @@ async def test_an_urgent_write_waits_for_another_process_off_the_loop(tmp_path: 
     assert marks == [("urgent",)]
     assert sum(gaps) >= 0.4  # it waited for the other process ...
     assert max(gaps) < 0.25, sorted(gaps)[-5:]  # ... and never on the loop (busy_timeout is 1 s)
+
+
+async def test_an_urgent_write_that_fails_is_a_state_error_and_the_next_one_works(database: StateDatabase) -> None:
+    """On the loop's own connection too: the failure is ours (StateError), and the connection is opened
+    afresh for the next urgent write."""
+    await database.write(lambda db: db.execute("CREATE TABLE marks (who TEXT)"), urgent=True)
+    with pytest.raises(StateError):
+        await database.write(lambda db: db.execute("INSERT INTO no_such_table VALUES (1)"), urgent=True)
+    await database.write(lambda db: db.execute("INSERT INTO marks VALUES ('after')"), urgent=True)
+    assert await database.read(lambda db: db.execute("SELECT who FROM marks").fetchall()) == [("after",)]
